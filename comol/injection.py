@@ -1,0 +1,71 @@
+"""Put adapters into a model: match target modules as PEFT does, wrap them, freeze the rest."""
+
+from __future__ import annotations
+
+import re
+
+from peft import inject_adapter_in_model
+from torch import nn
+
+from comol.errors import TargetNotFoundError
+from comol.methods import AdapterConfig, AdapterLayer, get_method
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def matches_target(targets: list[str] | str, module_name: str) -> bool:
+    """PEFT's rule: a string is a regex that must match the whole name; a list matches name suffixes."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, module_name) is not None
+    return any(module_name == t or module_name.endswith("." + t) for t in targets)
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def find_targets(model: nn.Module, targets: list[str] | str) -> list[str]:
+    """Names of the Linear modules ``targets`` selects; raises listing the model's Linears if none."""
+    linears = linear_module_names(model)
+    matched = [name for name in linears if matches_target(targets, name)]
+    if not matched:
+        raise TargetNotFoundError(targets, linears)
+    return matched
+
+
+def _depth(module_name: str) -> int | None:
+    found = _LAYER_INDEX.search(module_name)
+    return int(found.group(1)) if found else None
+
+
+def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Wrap every target Linear of ``model`` (in place) and leave only adapter weights trainable."""
+    method = get_method(config.method)
+    targets = find_targets(model, config.target_modules)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if method.layer_cls is None:  # PEFT-native: PEFT injects its own layers and marks them trainable
+        inject_adapter_in_model(config.to_peft(), model)  # type: ignore[attr-defined]
+        return model
+    num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name in targets:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        base = getattr(parent, child_name)
+        layer_config = config.for_module(name, _depth(name), num_layers)
+        setattr(parent, child_name, method.layer_cls(base, layer_config))
+    return model
+
+
+def adapter_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every adapter layer in ``model`` by module name (ours and PEFT's LoRA layers alike)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+def set_forward_mode(model: nn.Module, mode: str) -> None:
+    """Switch CoMoL layers between the merged (training) and output-level (checking) computation."""
+    for module in model.modules():
+        if isinstance(module, AdapterLayer) and hasattr(module, "forward_mode"):
+            module.forward_mode = mode

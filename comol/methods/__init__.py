@@ -1,0 +1,59 @@
+"""The method registry: every adapter method by its name, with its config and layer classes.
+
+A method whose ``layer_cls`` is None is injected by PEFT itself (LoRA); the others by
+:mod:`comol.injection`, which wraps each target ``nn.Linear`` in the method's layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comol.errors import ConfigError
+from comol.methods.base import DEFAULT_TARGETS, AdapterConfig, AdapterLayer
+from comol.methods.comol import CoMoLConfig, CoMoLLayer
+from comol.methods.lora import LoRAConfig
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config_cls: type[AdapterConfig]
+    layer_cls: type[AdapterLayer] | None  # None: PEFT-native (LoRA)
+    peft_type: str  # the adapter_config.json "peft_type" value
+
+
+METHODS: dict[str, Method] = {
+    "lora": Method("lora", LoRAConfig, None, "LORA"),
+    "comol": Method("comol", CoMoLConfig, CoMoLLayer, "COMOL"),
+}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError("method", f"unknown method {name!r}", allowed=METHODS) from None
+
+
+def make_config(method: str, **fields: object) -> AdapterConfig:
+    """Build a method's config from keyword fields; a field the method does not have is an error."""
+    config_cls = get_method(method).config_cls
+    known = set(config_cls.field_help())
+    for key in fields:
+        if key not in known:
+            raise ConfigError(key, f"is not a setting of method {method!r}", allowed=sorted(known))
+    return config_cls(**fields)
+
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "METHODS",
+    "AdapterConfig",
+    "AdapterLayer",
+    "CoMoLConfig",
+    "CoMoLLayer",
+    "LoRAConfig",
+    "Method",
+    "get_method",
+    "make_config",
+]

@@ -1,0 +1,184 @@
+"""What every adapter method shares: the config fields and the layer contract.
+
+A method is a config dataclass plus a layer class that wraps one frozen ``nn.Linear``.
+Layers follow PEFT's ``BaseTunerLayer`` conventions (adapter weights live in ``ModuleDict``/
+``ParameterDict`` keyed by adapter name, so saved keys drop the name exactly as PEFT's do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from comol.errors import ConfigError
+
+DEFAULT_ADAPTER = "default"
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
+
+
+@dataclass
+class AdapterConfig:
+    """Fields every method has. Subclasses add their own, each with ``metadata['help']``."""
+
+    method: ClassVar[str] = ""
+    # Fields a method does not use; setting them to a non-default value is an error, not ignored.
+    unused_fields: ClassVar[tuple[str, ...]] = ()
+
+    r: int = field(default=16, metadata={"help": "LoRA rank r: A is r×n, B is m×r."})
+    alpha: float | None = field(
+        default=None, metadata={"help": "Scale numerator: output is scaled by alpha/r. Default: alpha = r."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input x, in [0, 1)."})
+    target_modules: list[str] | str = field(
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        metadata={"help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match)."},
+    )
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base model id or path, recorded in adapter_config.json."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.alpha is None:
+            self.alpha = float(self.r)
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ConfigError("rank", f"must be a positive integer, got {self.r!r}")
+        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise ConfigError("alpha", f"must be a positive number, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.target_modules, list):
+            if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+                raise ConfigError("target_modules", "must be a non-empty list of module names or a regex")
+        elif not isinstance(self.target_modules, str) or not self.target_modules:
+            raise ConfigError("target_modules", "must be a non-empty list of module names or a regex")
+
+    @property
+    def scale(self) -> float:
+        return float(self.alpha) / self.r
+
+    def for_module(self, module_name: str, depth: int | None, num_layers: int | None) -> AdapterConfig:
+        """The config for one adapted module; methods with per-layer settings override this."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def kaiming_init_(tensor: torch.Tensor) -> None:
+    """PEFT LoRA's A initialisation: kaiming-uniform with a=√5 (about U(±1/√fan_in))."""
+    nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
+
+
+class AdapterLayer(nn.Module, BaseTunerLayer):
+    """Wraps a frozen ``nn.Linear`` and adds ``delta(x)`` to its output.
+
+    Subclasses create their weights in ``__init__`` (via :meth:`_add`) and implement :meth:`delta`.
+    The adapter computes in its own weights' dtype (fp32 adapters on a bf16 base work) and casts
+    the result back to the base output's dtype.
+    """
+
+    config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
+    adapter_layer_names: tuple[str, ...] = ()
+
+    def __init__(self, base_layer: nn.Linear, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"{type(self).__name__} wraps nn.Linear, got {type(base_layer).__name__}")
+        self.base_layer = base_layer
+        self.config = config
+        self.in_features = base_layer.in_features
+        self.out_features = base_layer.out_features
+        self.scaling = config.scale
+        self._active_adapter = adapter_name
+        self.merged_adapters = []
+        self._aux_loss: torch.Tensor | None = None
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+
+    # --- construction helpers -------------------------------------------------------------------
+    def _container(self, name: str, kind: type[nn.Module]) -> Any:
+        if name not in self._modules:
+            setattr(self, name, kind())
+        return getattr(self, name)
+
+    def _factory(self) -> dict[str, Any]:
+        """Adapter weights live on the base weight's device (meta included) in float32."""
+        return {"device": self.base_layer.weight.device, "dtype": torch.float32}
+
+    def _linear(self, name: str, fan_in: int, fan_out: int, init: str) -> nn.Linear:
+        layer = nn.Linear(fan_in, fan_out, bias=False, **self._factory())
+        if init == "zeros":
+            nn.init.zeros_(layer.weight)
+        elif init == "kaiming":
+            kaiming_init_(layer.weight)
+        # "default": nn.Linear's own init (routers)
+        self._container(name, nn.ModuleDict)[self.active_adapter] = layer
+        return layer
+
+    def _parameter(self, name: str, tensor: torch.Tensor, trainable: bool = True) -> nn.Parameter:
+        param = nn.Parameter(tensor, requires_grad=trainable)
+        self._container(name, nn.ParameterDict)[self.active_adapter] = param
+        return param
+
+    def _get(self, name: str) -> Any:
+        return getattr(self, name)[self.active_adapter]
+
+    # --- forward --------------------------------------------------------------------------------
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's additive output for input ``x`` (already in adapter dtype), without scale."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters:
+            return result
+        adapter_dtype = self._adapter_dtype()
+        out = self.delta(self.dropout(x.to(adapter_dtype)))
+        return result + (out * self.scaling).to(result.dtype)
+
+    def _adapter_dtype(self) -> torch.dtype:
+        for name in self.adapter_layer_names:
+            for value in self._modules[name].parameters():
+                return value.dtype
+        return self.base_layer.weight.dtype
+
+    def flops_per_token(self) -> int:
+        """Forward FLOPs (2 × multiply-accumulates) this layer's adapter adds per token."""
+        raise NotImplementedError
+
+    # --- auxiliary loss hook ---------------------------------------------------------------------
+    def aux_loss(self) -> torch.Tensor | None:
+        """This layer's auxiliary (load-balancing) loss from its last forward, or None."""
+        return self._aux_loss
+
+    # --- merging ---------------------------------------------------------------------------------
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        raise NotImplementedError(
+            f"{self.config.method} cannot be merged into the base weight: its mixing weights depend on "
+            "the input token, so there is no single weight update to fold in."
+        )
+
+    def unmerge(self) -> None:
+        raise NotImplementedError(f"{self.config.method} layers are never merged")
+
+    def extra_repr(self) -> str:
+        return f"method={self.config.method}, r={self.config.r}, scale={self.scaling:g}"

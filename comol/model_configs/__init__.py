@@ -1,0 +1,38 @@
+"""Shipped Hugging Face ``config.json`` files of the paper's base models, by short name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from comol.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent
+SHIPPED = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def resolve_model_config(name_or_path: str) -> Path:
+    """A shipped short name (e.g. ``qwen3-8b``) or a path to a config.json (or its folder)."""
+    if name_or_path in SHIPPED:
+        return SHIPPED[name_or_path]
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(
+            "model-config",
+            f"no such file {str(path)!r}; pass a config.json path or a shipped name",
+            allowed=SHIPPED,
+        )
+    return path
+
+
+def load_model_config_dict(name_or_path: str) -> dict:
+    path = resolve_model_config(name_or_path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError("model-config", f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ConfigError("model-config", f"{path} is not a Hugging Face config.json (no 'model_type')")
+    return data

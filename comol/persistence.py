@@ -1,0 +1,113 @@
+"""Save and load adapters in PEFT's on-disk layout: adapter_config.json + adapter_model.safetensors.
+
+PEFT 0.21's ``register_peft_method`` only accepts names already in its closed ``PeftType`` enum, so
+an out-of-tree method cannot be registered without patching PEFT. CoMoL layers therefore subclass
+PEFT's ``BaseTunerLayer`` and this module writes PEFT's layout itself: tensor keys are
+``base_model.model.<module>.<weight>`` with the adapter name removed, as PEFT writes them. LoRA
+adapters are written with PEFT's own ``LoraConfig`` and load with ``PeftModel.from_pretrained`` too.
+Loading reads safetensors and JSON only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from comol.errors import ConfigError
+from comol.injection import adapter_layers, inject_adapter
+from comol.methods import METHODS, AdapterConfig
+from comol.methods.lora import LoRAConfig
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+_ADAPTER = "default"
+
+
+def _saved_key(key: str) -> str:
+    """PEFT drops the adapter name: ``q_proj.lora_A.default.weight`` → ``q_proj.lora_A.weight``."""
+    parts = key.split(".")
+    return PEFT_PREFIX + ".".join(p for p in parts if p != _ADAPTER)
+
+
+def adapter_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None) -> dict:
+    """The adapter's tensors (parameters and buffers) keyed as PEFT saves them.
+
+    ``state_dict`` may be a full-model state dict gathered elsewhere (e.g. from FSDP shards);
+    by default it is ``model.state_dict()``.
+    """
+    state = model.state_dict() if state_dict is None else state_dict
+    prefixes = []
+    for name, layer in adapter_layers(model).items():
+        prefixes += [f"{name}.{attr}." for attr in layer.adapter_layer_names + layer.other_param_names]
+    out = {}
+    for key, value in state.items():
+        clean = key.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+        if any(clean.startswith(p) for p in prefixes):
+            out[_saved_key(clean)] = value
+    return out
+
+
+def config_to_json(config: AdapterConfig) -> dict:
+    if isinstance(config, LoRAConfig):
+        return config.to_peft().to_dict()
+    data = config.to_dict()
+    data.update(peft_type=METHODS[config.method].peft_type, task_type="CAUSAL_LM")
+    return data
+
+
+def config_from_json(data: dict) -> AdapterConfig:
+    peft_type = str(data.get("peft_type", "")).upper()
+    if peft_type == "LORA":
+        return LoRAConfig.from_peft_dict(data)
+    for method in METHODS.values():
+        if method.peft_type == peft_type:
+            return method.config_cls.from_dict(data)
+    allowed = [m.peft_type for m in METHODS.values()]
+    raise ConfigError("peft_type", f"unknown adapter type {data.get('peft_type')!r}", allowed=allowed)
+
+
+def save_adapter(
+    model: nn.Module,
+    directory: str | Path,
+    config: AdapterConfig,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(model, state_dict).items()}
+    if not tensors:
+        raise ValueError("the model has no adapter layers to save")
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    (directory / CONFIG_NAME).write_text(json.dumps(config_to_json(config), indent=2, sort_keys=True))
+    return directory
+
+
+def read_adapter_config(directory: str | Path) -> AdapterConfig:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
+    return config_from_json(json.loads(path.read_text()))
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> tuple[nn.Module, AdapterConfig]:
+    """Inject the saved adapter into a fresh base ``model`` and load its weights (exactly)."""
+    config = read_adapter_config(directory)
+    inject_adapter(model, config)
+    saved = load_file(str(Path(directory) / WEIGHTS_NAME))
+    own = adapter_state_dict(model)
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"adapter in {directory} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    by_saved = {_saved_key(k): k for k in model.state_dict() if _saved_key(k) in saved}
+    target = {by_saved[k]: v for k, v in saved.items()}
+    model.load_state_dict(target, strict=False)
+    return model, config

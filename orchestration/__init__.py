@@ -1,0 +1,1 @@
+"""orchestration: everything distributed around the comol library (Ray Train/Tune, MLflow, reports)."""
