@@ -49,9 +49,7 @@ def count_cost(model: nn.Module) -> AdapterCost:
     for name, layer in layers.items():
         leaf = name.rsplit(".", 1)[-1]
         base_params = {id(p) for p in layer.get_base_layer().parameters()}
-        per_target[leaf] += sum(
-            p.numel() for p in layer.parameters() if p.requires_grad and id(p) not in base_params
-        )
+        per_target[leaf] += sum(p.numel() for p in layer.parameters() if p.requires_grad and id(p) not in base_params)
         flops += layer_flops_per_token(layer)
     # Frozen adapter tensors (FlyLoRA's A) are not base parameters.
     for layer in layers.values():

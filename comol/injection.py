@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from peft import inject_adapter_in_model
 from torch import nn
 
@@ -69,3 +70,15 @@ def set_forward_mode(model: nn.Module, mode: str) -> None:
     for module in model.modules():
         if isinstance(module, AdapterLayer) and hasattr(module, "forward_mode"):
             module.forward_mode = mode
+
+
+def aux_loss(model: nn.Module) -> torch.Tensor:
+    """The adapters' auxiliary (load-balancing) loss from the last forward, already weighted by each
+    method's coefficient; a zero scalar for methods that have none. Add it to the training loss."""
+    losses = [
+        loss for layer in model.modules() if isinstance(layer, AdapterLayer) and (loss := layer.aux_loss()) is not None
+    ]
+    if not losses:
+        param = next(model.parameters())
+        return torch.zeros((), device=param.device, dtype=torch.float32)
+    return torch.stack([loss.float() for loss in losses]).sum()

@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CoMoL: route on x (router N×n) instead of the core-space A·x",
     )
-    parser.add_argument(
-        "--alpha", type=float, default=None, help="scale numerator, scale = alpha/r (default r)"
-    )
+    parser.add_argument("--alpha", type=float, default=None, help="scale numerator, scale = alpha/r (default r)")
     parser.add_argument(
         "--targets",
         default="q_proj,k_proj,v_proj,o_proj,down_proj",

@@ -25,11 +25,7 @@ class CoMoLConfig(AdapterConfig):
 
     def validate(self) -> None:
         super().validate()
-        if (
-            not isinstance(self.num_experts, int)
-            or isinstance(self.num_experts, bool)
-            or self.num_experts < 1
-        ):
+        if not isinstance(self.num_experts, int) or isinstance(self.num_experts, bool) or self.num_experts < 1:
             raise ConfigError("experts", f"must be an integer >= 1, got {self.num_experts!r}")
         if not isinstance(self.core_routing, bool):
             raise ConfigError("core_routing", f"must be true or false, got {self.core_routing!r}")

@@ -1,0 +1,1 @@
+"""Distributed and service-level CLI commands; see orchestration.cli for the contract."""
