@@ -47,6 +47,9 @@ def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
         param.requires_grad_(False)
     if method.layer_cls is None:  # PEFT-native: PEFT injects its own layers and marks them trainable
         inject_adapter_in_model(config.to_peft(), model)  # type: ignore[attr-defined]
+        for param in model.parameters():  # as get_peft_model's autocast_adapter_dtype: fp32 adapters
+            if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
+                param.data = param.data.float()
         return model
     num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for name in targets:

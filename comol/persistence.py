@@ -53,8 +53,8 @@ def adapter_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor] | N
 
 
 def config_to_json(config: AdapterConfig) -> dict:
-    if isinstance(config, LoRAConfig):
-        return config.to_peft().to_dict()
+    if isinstance(config, LoRAConfig):  # PEFT's own LoraConfig JSON, as PeftConfig.save_pretrained writes it
+        return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_peft().to_dict().items()}
     data = config.to_dict()
     data.update(peft_type=METHODS[config.method].peft_type, task_type="CAUSAL_LM")
     return data
