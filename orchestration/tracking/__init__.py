@@ -1,0 +1,1 @@
+"""MLflow tracking: the run layout every writer (sweeps) and reader (reports, promotion) agrees on."""

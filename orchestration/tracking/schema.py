@@ -1,0 +1,76 @@
+"""The MLflow layout of a sweep. Writers (orchestration.sweep) and readers (report, promote) import
+these names instead of spelling strings, so the two sides cannot drift apart.
+
+- One experiment per sweep, named ``experiment_name(sweep)``.
+- One parent run per sweep: tags ROLE=ROLE_SWEEP, SWEEP=<sweep name>.
+- One child run per (configuration, seed): tags ROLE=ROLE_TRIAL, SWEEP, CONFIG_ID (hash of the
+  resolved trial config without the seed), SEED, METHOD, and mlflow.parentRunId. Its identity is
+  (sweep, config_id, seed), so a retried or resumed trial reopens its run instead of duplicating it.
+- Params: the resolved trial config flattened with dots (``adapter.r``, ``optim.lr``, …).
+- Metrics: per step ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_s``,
+  ``train/peak_mem_mb``; final ``eval/<dataset>/accuracy``, ``eval/average``, ``eval/humaneval/pass@<k>``,
+  ``params/trainable``, ``cost/adapter_flops_per_token``, ``time/train_s``.
+- Artifacts: ``adapter/`` (PEFT layout), ``config/trial.yaml`` (the resolved config),
+  ``generations/<benchmark>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+ROLE = "comol.role"
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+SWEEP = "comol.sweep"
+CONFIG_ID = "config_id"
+SEED = "seed"
+METHOD = "method"
+BASE_MODEL = "base_model"
+PARENT_RUN_ID = "mlflow.parentRunId"
+
+METRIC_AVERAGE = "eval/average"
+METRIC_TRAINABLE = "params/trainable"
+METRIC_FLOPS = "cost/adapter_flops_per_token"
+METRIC_TRAIN_TIME = "time/train_s"
+ADAPTER_ARTIFACT = "adapter"
+CONFIG_ARTIFACT = "config/trial.yaml"
+GENERATIONS_DIR = "generations"
+
+
+def experiment_name(sweep: str) -> str:
+    return f"comol-sweep/{sweep}"
+
+
+def accuracy_metric(dataset: str) -> str:
+    return f"eval/{dataset}/accuracy"
+
+
+def pass_at_metric(k: int) -> str:
+    return f"eval/humaneval/pass@{k}"
+
+
+def config_id(config: Mapping[str, Any]) -> str:
+    """A stable short hash of a trial config, ignoring its seed: seeds of one configuration share it."""
+
+    def strip_seed(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: strip_seed(v) for k, v in value.items() if k != "seed"}
+        return value
+
+    canonical = json.dumps(strip_seed(config), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → MLflow params (``a.b.c`` keys, values as strings)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return out
