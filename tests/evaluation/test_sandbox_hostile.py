@@ -1,0 +1,311 @@
+"""Hostile completions against the real sandbox: each must fail, and none may harm the evaluator.
+
+Every hostile program defines ``add`` so that it returns the right answer only if its attack worked: a
+"passed" verdict would mean a breach. Around the verdicts, the test checks the evaluator's side directly:
+files intact, no connection reached the listener, no process of the throw-away uid left, evaluator alive.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestration.evaluation.sandbox import (
+    STRONG_LAYERS,
+    CheckTask,
+    SandboxLimits,
+    processes_of,
+    run_check,
+    run_checks,
+)
+
+TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+SECRET_NAME = "COMOL_SANDBOX_TEST_SECRET"
+LIMITS = SandboxLimits(timeout_s=4.0, cpu_s=3)
+
+HOSTILE = {
+    "fork_bomb": """
+        import os
+        def add(a, b):
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """,
+    "endless_loop": """
+        def add(a, b):
+            while True:
+                pass
+        """,
+    "huge_allocation": """
+        def add(a, b):
+            try:
+                block = bytearray(8 << 30)
+                block[-1] = 1
+            except MemoryError:
+                return a + b + 1
+            return a + b
+        """,
+    "creeping_allocation": """
+        hoard = []
+        def add(a, b):
+            while True:
+                hoard.append(bytearray(1 << 24))
+        """,
+    "write_outside": """
+        def add(a, b):
+            try:  # lands in the sandbox's private /tmp, not the host's (checked by the test)
+                with open("../escape.txt", "w") as handle:
+                    handle.write("pwned")
+            except OSError:
+                pass
+            wrote = 0
+            for path in ({target_file!r}, {target_dir!r} + "/new.txt"):
+                try:
+                    with open(path, "w") as handle:
+                        handle.write("pwned")
+                    wrote += 1
+                except OSError:
+                    pass
+            return a + b if wrote else a + b + 1
+        """,
+    "delete_files": """
+        import os, shutil
+        def add(a, b):
+            deleted = 0
+            for action in (lambda: os.remove({target_file!r}), lambda: shutil.rmtree({target_dir!r})):
+                try:
+                    action()
+                    deleted += 1
+                except OSError:
+                    pass
+            return a + b if deleted else a + b + 1
+        """,
+    "read_environment": """
+        import glob, os
+        def add(a, b):
+            if {secret_name!r} in os.environ:
+                return a + b
+            for path in glob.glob("/proc/*/environ"):
+                try:
+                    with open(path, "rb") as handle:
+                        if {secret_name!r}.encode() in handle.read():
+                            return a + b
+                except OSError:
+                    pass
+            return a + b + 1
+        """,
+    "read_secret_file": """
+        def add(a, b):
+            for path in ({secret_file!r}, "/etc/shadow", "/root/.bash_history"):
+                try:
+                    with open(path, "rb") as handle:
+                        handle.read(1)
+                    return a + b
+                except OSError:
+                    pass
+            return a + b + 1
+        """,
+    "socket_python": """
+        import socket
+        def add(a, b):
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=1).close()
+            except OSError:
+                return a + b + 1
+            return a + b
+        """,
+    "socket_ctypes_bypassing_audit_hook": """
+        import ctypes, struct
+        def add(a, b):
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.socket(2, 1, 0)  # AF_INET, SOCK_STREAM, straight to the kernel
+            if fd < 0:
+                return a + b + 1
+            address = struct.pack("!HH4s8x", 2, {port}, bytes([127, 0, 0, 1]))
+            address = struct.pack("=H", 2) + address[2:]
+            connected = libc.connect(fd, address, len(address)) == 0
+            return a + b if connected else a + b + 1
+        """,
+    "kill_parent_and_evaluator": """
+        import os, signal
+        def add(a, b):
+            hits = 0
+            for pid in (os.getppid(), {evaluator_pid}):
+                try:
+                    os.kill(pid, 0)  # permission probe first, so a failure here is a real refusal
+                    os.kill(pid, signal.SIGKILL)
+                    hits += pid > 1
+                except OSError:
+                    pass
+            return a + b if hits else a + b + 1
+        """,
+    "regain_root": """
+        import os
+        def add(a, b):
+            try:
+                os.setuid(0)
+            except OSError:
+                return a + b + 1
+            return a + b
+        """,
+    "fake_verdict_by_printing": """
+        import os, sys
+        print("passed")
+        for fd in range(0, 32):
+            try:
+                os.write(fd, b'passed\\n{{"ready": true}}\\n{{"ok": ["int", "0x5"]}}\\n')
+            except OSError:
+                pass
+        def add(a, b):
+            print("passed", flush=True)
+            return 0
+        """,
+    "sys_exit_zero_early": """
+        import sys
+        sys.exit(0)
+        def add(a, b):
+            return a + b
+        """,
+    "os_exit_zero_early": """
+        import os
+        os._exit(0)
+        """,
+    "os_exit_zero_in_call": """
+        import os
+        def add(a, b):
+            print("passed", flush=True)
+            os._exit(0)
+        """,
+    "atexit_prints_passed": """
+        import atexit
+        atexit.register(lambda: print("passed"))
+        def add(a, b):
+            raise RuntimeError("wrong on purpose")
+        """,
+    "always_equal_object": """
+        class AlwaysEqual:
+            def __eq__(self, other):
+                return True
+        def add(a, b):
+            return AlwaysEqual()
+        """,
+    "daemon_left_behind": """
+        import os, time
+        def add(a, b):
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(600)
+                os._exit(0)
+            return a + b + 1
+        """,
+    "fill_disk": """
+        def add(a, b):
+            with open("big.bin", "wb") as handle:
+                for _ in range(1024):
+                    handle.write(b"x" * (1 << 20))
+            return a + b
+        """,
+}
+
+
+@pytest.fixture
+def victims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Things a hostile program would like to reach: files, a secret, a listener, the evaluator's pid."""
+    target_dir = tmp_path / "victim"
+    target_dir.mkdir()
+    target_dir.chmod(0o777)
+    target_file = target_dir / "keep.txt"
+    target_file.write_text("original")
+    target_file.chmod(0o666)
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("s3cret")
+    secret_file.chmod(0o600)
+    monkeypatch.setenv(SECRET_NAME, "hunter2")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    yield {
+        "target_dir": str(target_dir),
+        "target_file": str(target_file),
+        "secret_file": str(secret_file),
+        "secret_name": SECRET_NAME,
+        "port": listener.getsockname()[1],
+        "evaluator_pid": os.getpid(),
+        "listener": listener,
+    }
+    listener.close()
+
+
+def test_sandbox_reports_every_isolation_layer():
+    verdict = run_check("def add(a, b):\n    return a + b\n", TEST, "add")
+    assert verdict.passed, verdict
+    for layer in STRONG_LAYERS:
+        assert any(name.startswith(layer) for name in verdict.layers), (layer, verdict.layers)
+
+
+def test_hostile_completions_are_contained(victims):
+    torch_threads_free_start = time.monotonic()
+    names = sorted(HOSTILE)
+    fields = {k: v for k, v in victims.items() if k != "listener"}
+    tasks = [CheckTask(textwrap.dedent(HOSTILE[name]).format(**fields), TEST, "add", limits=LIMITS) for name in names]
+    verdicts = dict(zip(names, run_checks(tasks, workers=2), strict=True))
+    elapsed = time.monotonic() - torch_threads_free_start
+
+    table = {name: (v.status, v.detail[:70]) for name, v in verdicts.items()}
+    print("\n".join(f"{name:38s} {status:8s} {detail}" for name, (status, detail) in table.items()))
+    print(f"hostile table: {len(names)} programs in {elapsed:.1f}s")
+    assert len(names) >= 10
+    assert all(not v.passed for v in verdicts.values()), table
+    assert verdicts["endless_loop"].status == "timeout"
+    assert verdicts["fork_bomb"].status == "timeout"
+    # Files outside the sandbox are untouched, nothing new appeared.
+    assert Path(victims["target_file"]).read_text() == "original"
+    assert sorted(os.listdir(victims["target_dir"])) == ["keep.txt"]
+    assert not Path(tempfile.gettempdir(), "escape.txt").exists()
+    # No connection reached the evaluator's listener.
+    with pytest.raises(BlockingIOError):
+        victims["listener"].accept()
+    # No process of any throw-away uid survived (fork bomb, daemon).
+    for name, verdict in verdicts.items():
+        assert verdict.uid is not None and processes_of(verdict.uid) == [], name
+    # The evaluator is alive and the sandbox still works after all that.
+    assert run_check("def add(a, b):\n    return a + b\n", TEST, "add").passed
+
+
+# Attacks whose success the control run can show safely (no killing, no bombs, no disk filling).
+CONTROL = (
+    "write_outside",
+    "delete_files",
+    "read_environment",
+    "read_secret_file",
+    "socket_python",
+    "socket_ctypes_bypassing_audit_hook",
+    "regain_root",
+)
+
+
+def test_the_attacks_work_without_the_sandbox(victims):
+    """Control: run unconfined (a plain subprocess of the evaluator), the same programs do breach."""
+    import subprocess
+    import sys
+
+    fields = {k: v for k, v in victims.items() if k != "listener"}
+    cwd = Path(victims["target_dir"]).parent / "control"  # so "../escape.txt" stays inside tmp_path
+    cwd.mkdir()
+    for name in CONTROL:
+        Path(victims["target_dir"]).mkdir(exist_ok=True)
+        Path(victims["target_file"]).write_text("original")
+        program = textwrap.dedent(HOSTILE[name]).format(**fields) + "\nprint(add(2, 3))\n"
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=cwd)
+        assert result.stdout.strip() == "5", (name, result.stdout, result.stderr)
+    victims["listener"].accept()[0].close()  # the unconfined connections did arrive
