@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import torch
@@ -52,13 +53,49 @@ def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
                 param.data = param.data.float()
         return model
     num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    layers = []
     for name in targets:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         base = getattr(parent, child_name)
         layer_config = config.for_module(name, _depth(name), num_layers)
-        setattr(parent, child_name, method.layer_cls(base, layer_config))
+        layers.append(method.layer_cls(base, layer_config))
+        setattr(parent, child_name, layers[-1])
+    if method.layer_cls.uses_attention_mask:
+        attach_attention_mask(model, layers)
     return model
+
+
+def attach_attention_mask(model: nn.Module, layers: list[AdapterLayer]) -> None:
+    """Give ``layers`` the 2-D ``attention_mask`` of each call of ``model`` (no global state).
+
+    A forward pre-hook on ``model`` sets ``layer.attention_mask`` for the call (None when the call has
+    none). After an inference call (grad disabled) a forward hook clears it; after a call that may be
+    back-propagated it stays until the next call replaces it, so activation checkpointing, which re-runs
+    the layers during backward, routes with the same mask.
+    """
+    signature = inspect.signature(model.forward)
+
+    def set_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        try:
+            mask = signature.bind_partial(*args, **kwargs).arguments.get("attention_mask")
+        except TypeError:
+            mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:
+            raise ValueError(
+                f"{type(layers[0]).__name__} needs a 2-D (batch, sequence) attention_mask, got shape "
+                f"{tuple(mask.shape)}"
+            )
+        for layer in layers:
+            layer.attention_mask = mask
+
+    def clear_mask(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        if not torch.is_grad_enabled():
+            for layer in layers:
+                layer.attention_mask = None
+
+    model.register_forward_pre_hook(set_mask, with_kwargs=True)
+    model.register_forward_hook(clear_mask, with_kwargs=True, always_call=True)
 
 
 def adapter_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -99,6 +99,9 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
 
     config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
     adapter_layer_names: tuple[str, ...] = ()
+    # Layers that need the model call's padding mask (SMEAR) set this; inject_adapter then puts the call's
+    # 2-D attention_mask on ``self.attention_mask`` (see comol.injection.attach_attention_mask).
+    uses_attention_mask: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
         super().__init__()
@@ -112,6 +115,7 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         self.merged_adapters = []
         self._aux_loss: torch.Tensor | None = None
+        self.attention_mask: torch.Tensor | None = None
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
     # --- construction helpers -------------------------------------------------------------------
