@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from comol.errors import ConfigError
+from comol.methods.adamole import AdaMoLEConfig, AdaMoLELayer
 from comol.methods.base import DEFAULT_TARGETS, AdapterConfig, AdapterLayer
 from comol.methods.comol import CoMoLConfig, CoMoLLayer
+from comol.methods.flylora import FlyLoRAConfig, FlyLoRALayer
+from comol.methods.hydralora import HydraLoRAConfig, HydraLoRALayer
 from comol.methods.lora import LoRAConfig
+from comol.methods.mola import MoLAConfig, MoLALayer
+from comol.methods.molora import MoLoRAConfig, MoLoRALayer
+from comol.methods.smear import SMEARConfig, SMEARLayer
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,12 @@ class Method:
 METHODS: dict[str, Method] = {
     "lora": Method("lora", LoRAConfig, None, "LORA"),
     "comol": Method("comol", CoMoLConfig, CoMoLLayer, "COMOL"),
+    "molora": Method("molora", MoLoRAConfig, MoLoRALayer, "MOLORA"),
+    "hydralora": Method("hydralora", HydraLoRAConfig, HydraLoRALayer, "HYDRALORA"),
+    "mola": Method("mola", MoLAConfig, MoLALayer, "MOLA"),
+    "adamole": Method("adamole", AdaMoLEConfig, AdaMoLELayer, "ADAMOLE"),
+    "smear": Method("smear", SMEARConfig, SMEARLayer, "SMEAR"),
+    "flylora": Method("flylora", FlyLoRAConfig, FlyLoRALayer, "FLYLORA"),
 }
 
 
@@ -48,12 +60,24 @@ def make_config(method: str, **fields: object) -> AdapterConfig:
 __all__ = [
     "DEFAULT_TARGETS",
     "METHODS",
+    "AdaMoLEConfig",
+    "AdaMoLELayer",
     "AdapterConfig",
     "AdapterLayer",
     "CoMoLConfig",
     "CoMoLLayer",
+    "FlyLoRAConfig",
+    "FlyLoRALayer",
+    "HydraLoRAConfig",
+    "HydraLoRALayer",
     "LoRAConfig",
     "Method",
+    "MoLAConfig",
+    "MoLALayer",
+    "MoLoRAConfig",
+    "MoLoRALayer",
+    "SMEARConfig",
+    "SMEARLayer",
     "get_method",
     "make_config",
 ]

@@ -1,0 +1,60 @@
+"""FlyLoRA layer: y = A x with a frozen sparse random A; keep the top-k of y + d; Δy = s · B (y ⊙ mask).
+
+A (r×n) and the balancing bias d (r) are buffers in PEFT's ``BufferDict`` (persistent), listed in
+``adapter_layer_names``: saved and loaded with the adapter, never trained. d moves only in training
+mode, by a fixed step toward balanced use of the r components (not by gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft.tuners._buffer_dict import BufferDict
+from torch import nn
+
+from comol.methods.base import AdapterLayer
+from comol.methods.flylora.config import FlyLoRAConfig
+
+
+def sparse_random_projection(r: int, n: int, k: int, **factory: object) -> torch.Tensor:
+    """r×n, each row with n·k/r non-zeros at random columns, values from N(0, 1/r²)."""
+    A = torch.zeros(r, n, **factory)  # type: ignore[arg-type]
+    if A.device.type == "meta":
+        return A
+    per_row = max(1, int(n * k / r))
+    columns = torch.rand(r, n, device=A.device).argsort(dim=1)[:, :per_row]
+    values = torch.randn(r, per_row, device=A.device, dtype=A.dtype) / r
+    return A.scatter_(1, columns, values)
+
+
+class FlyLoRALayer(AdapterLayer):
+    config_cls = FlyLoRAConfig
+    adapter_layer_names = ("flylora_B", "flylora_A", "flylora_d")
+
+    def __init__(self, base_layer: nn.Linear, config: FlyLoRAConfig, adapter_name: str = "default"):
+        super().__init__(base_layer, config, adapter_name)
+        r, n, m = config.r, self.in_features, self.out_features
+        self._linear("flylora_B", r, m, init="zeros")
+        self._buffer("flylora_A", sparse_random_projection(r, n, int(config.top_k), **self._factory()))
+        self._buffer("flylora_d", torch.zeros(r, **self._factory()))  # type: ignore[arg-type]
+
+    def _buffer(self, name: str, tensor: torch.Tensor) -> None:
+        if name not in self._modules:
+            setattr(self, name, BufferDict(persistent=True))
+        getattr(self, name)[self.active_adapter] = tensor
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        A, d = self._get("flylora_A"), self._get("flylora_d")
+        y = F.linear(x, A.to(x.dtype))  # (..., r)
+        with torch.no_grad():
+            chosen = (y + d.to(y.dtype)).topk(int(self.config.top_k), dim=-1).indices
+            mask = torch.zeros_like(y).scatter_(-1, chosen, 1.0)
+            if self.training:
+                load = mask.reshape(-1, self.config.r).sum(0)
+                d.add_(self.config.bias_update_rate * torch.sign(load.mean() - load).to(d.dtype))
+        return self._get("flylora_B")(y * mask)
+
+    def flops_per_token(self) -> int:
+        """A x computed densely (as it runs here), then B on the masked r-vector."""
+        r, n, m = self.config.r, self.in_features, self.out_features
+        return 2 * r * (n + m)

@@ -1,0 +1,47 @@
+"""MoLA layer: each token runs only its top-k experts (tokens are grouped by expert, not masked)."""
+
+from __future__ import annotations
+
+import torch
+
+from comol.methods.moe import ExpertsLayer, load_balancing_loss
+from comol.methods.mola.config import MoLAConfig
+
+
+class MoLALayer(ExpertsLayer):
+    config_cls = MoLAConfig
+    prefix = "mola"
+    adapter_layer_names = ("mola_A", "mola_B", "mola_router")
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router softmax (..., N), chosen experts (..., k) and their renormalised weights (..., k)."""
+        probs = self.router_probs(x)
+        top_p, top_i = probs.topk(self.config.top_k, dim=-1)
+        return probs, top_i, top_p / top_p.sum(-1, keepdim=True)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        probs, top_i, weights = self.gates(x)
+        active = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, top_i, True)
+        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active)
+        tokens = x.reshape(-1, self.in_features)
+        k = self.config.top_k
+        # group the (token, slot) assignments by expert: one sort, one host sync, then one small GEMM pair each
+        expert_of = top_i.reshape(-1)
+        order = torch.argsort(expert_of, stable=True)
+        counts = torch.bincount(expert_of, minlength=self.num_experts).tolist()
+        token_of = order // k
+        weight_of = weights.reshape(-1)[order].to(x.dtype).unsqueeze(-1)
+        A, B = self.expert_A(), self.expert_B()
+        out = tokens.new_zeros(tokens.shape[0], self.out_features)
+        start = 0
+        for expert, count in enumerate(counts):
+            if count:
+                rows = token_of[start : start + count]
+                h = (tokens[rows] @ A[expert].T) * weight_of[start : start + count]
+                out.index_add_(0, rows, h @ B[:, expert].T)
+            start += count
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def flops_per_token(self) -> int:
+        r, n, m, N, k = self.config.r, self.in_features, self.out_features, self.num_experts, self.config.top_k
+        return 2 * (n * N + k * (n * r + r + r * m))
