@@ -2,7 +2,8 @@
 
 Interface (other tools depend on it):
 ``comol params --model-config PATH --method M [--rank R] [--experts N] [--no-core-routing]
-[--alpha A] [--targets q_proj,k_proj,...] [--json]``
+[--alpha A] [--targets q_proj,k_proj,...] [--json]``, plus method-specific ``--expert-schedule``,
+``--top-k`` and ``--aux-loss-coef``. A flag whose field the method's config lacks is an error.
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ NAME = "params"
 HELP = "count trainable parameters and adapter FLOPs/token of a method on a model config (meta device)"
 
 # CLI flag → config field; a flag the method's config lacks is an error, never ignored.
-FLAG_FIELDS = {"rank": "r", "experts": "num_experts", "core_routing": "core_routing", "alpha": "alpha"}
+FLAG_FIELDS = {
+    "rank": "r",
+    "experts": "num_experts",
+    "core_routing": "core_routing",
+    "alpha": "alpha",
+    "expert_schedule": "expert_schedule",
+    "top_k": "top_k",
+    "aux_loss_coef": "aux_loss_coef",
+}
 FLAG_NAMES = {
     "rank": "--rank",
     "experts": "--experts",
     "core_routing": "--no-core-routing",
     "alpha": "--alpha",
+    "expert_schedule": "--expert-schedule",
+    "top_k": "--top-k",
+    "aux_loss_coef": "--aux-loss-coef",
 }
 
 
@@ -45,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CoMoL: route on x (router N×n) instead of the core-space A·x",
     )
     parser.add_argument("--alpha", type=float, default=None, help="scale numerator, scale = alpha/r (default r)")
+    parser.add_argument(
+        "--expert-schedule",
+        default=None,
+        metavar="N1,N2,...",
+        help="MoLA: expert counts by depth group, e.g. 2,4,6,8 (by quarter); replaces --experts",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="MoLA: experts per token (default 2); FlyLoRA: rank components kept"
+    )
+    parser.add_argument(
+        "--aux-loss-coef", type=float, default=None, help="MoLA, AdaMoLE: load-balancing loss weight (default 1e-3)"
+    )
     parser.add_argument(
         "--targets",
         default="q_proj,k_proj,v_proj,o_proj,down_proj",

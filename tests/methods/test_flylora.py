@@ -1,0 +1,79 @@
+"""FlyLoRA: frozen sparse random A and balancing bias d are saved buffers, never trained; d moves only in training."""
+
+from __future__ import annotations
+
+import torch
+from conftest import tiny_model
+from helpers import make_layer
+from safetensors.torch import load_file
+
+from comol import adapter_layers, inject_adapter, load_adapter, make_config, save_adapter
+
+
+def buffers(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer._get("flylora_A"), layer._get("flylora_d")
+
+
+def test_A_is_sparse_random_with_n_k_over_r_per_row():
+    layer = make_layer("flylora", n=512, m=8, r=16, top_k=4, random=False)
+    A, d = buffers(layer)
+    assert A.shape == (16, 512) and torch.all((A != 0).sum(1) == 512 * 4 // 16)
+    assert abs(A[A != 0].std().item() - 1 / 16) < 0.1 / 16  # N(0, 1/r²)
+    assert torch.count_nonzero(d) == 0
+    assert torch.count_nonzero(layer._get("flylora_B").weight) == 0
+
+
+def test_only_B_is_trainable_and_gets_gradients():
+    layer = make_layer("flylora", r=8, top_k=2)
+    trainable = [name for name, p in layer.named_parameters() if p.requires_grad]
+    assert trainable == ["flylora_B.default.weight"]
+    names = {name for name, _ in layer.named_buffers()}
+    assert {"flylora_A.default", "flylora_d.default"} <= names
+    layer(torch.randn(6, 12)).sum().backward()
+    assert layer._get("flylora_B").weight.grad.abs().sum() > 0
+
+
+def test_forward_keeps_the_top_k_of_Ax_plus_d():
+    layer = make_layer("flylora", r=8, top_k=3, alpha=16.0)
+    A, d = buffers(layer)
+    d.copy_(torch.linspace(-1, 1, 8))
+    layer.eval()
+    x = torch.randn(5, 12)
+    y = x @ A.T
+    mask = torch.zeros_like(y).scatter_(-1, (y + d).topk(3, dim=-1).indices, 1.0)
+    expected = layer.base_layer(x) + 2.0 * (y * mask) @ layer._get("flylora_B").weight.T
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_moves_toward_balance_only_in_training_mode():
+    layer = make_layer("flylora", r=8, top_k=2, bias_update_rate=0.01)
+    _, d = buffers(layer)
+    x = torch.randn(64, 12)
+    layer.eval()
+    layer(x)
+    assert torch.count_nonzero(d) == 0
+    layer.train()
+    chosen = (x @ buffers(layer)[0].T).topk(2, dim=-1).indices
+    load = torch.bincount(chosen.flatten(), minlength=8).float()
+    layer(x)
+    torch.testing.assert_close(d, 0.01 * torch.sign(load.mean() - load))
+    assert (d[load > load.mean()] < 0).all() and (d[load < load.mean()] > 0).all()
+
+
+def test_buffers_are_saved_and_loaded_exactly(tmp_path):
+    model = tiny_model()
+    config = make_config("flylora", r=4, top_k=2, target_modules=["q_proj", "down_proj"])
+    inject_adapter(model, config)
+    model.train()
+    model(torch.randint(0, 128, (2, 6)))  # one training step moves d
+    model.eval()
+    save_adapter(model, tmp_path, config)
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert "base_model.model.model.layers.0.self_attn.q_proj.flylora_A" in saved
+    assert "base_model.model.model.layers.0.self_attn.q_proj.flylora_d" in saved
+    fresh, _ = load_adapter(tiny_model(seed=7), tmp_path)  # a different seed would draw a different A
+    for (name, old), new in zip(adapter_layers(model).items(), adapter_layers(fresh).values(), strict=True):
+        for a, b in zip(buffers(old), buffers(new), strict=True):
+            assert torch.equal(a, b), name
+        assert torch.count_nonzero(buffers(new)[1]) > 0
+        assert not any(p.requires_grad for p in new._modules["flylora_A"].parameters())
