@@ -1,0 +1,210 @@
+"""Benchmark entry points for a trained model: math accuracy and HumanEval pass@k, shardable by rank.
+
+``evaluate_math`` / ``evaluate_humaneval`` generate for the shard ``rank::world_size`` of the examples and
+return an ``EvalResult``: scored records (one per generation, JSONL-ready) and metrics computed over those
+records. With one process the metrics are final; with several, gather every rank's ``records`` and call
+``math_metrics`` / ``humaneval_metrics`` once on the union (``training_hook`` does exactly that).
+Metric names: ``eval/<dataset>/accuracy``, ``eval/average`` (unweighted over the datasets evaluated),
+``eval/humaneval/pass@k``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from comol.errors import ConfigError
+from orchestration.data.prompts import build_prompt
+from orchestration.evaluation.generation import GenerationConfig, alpaca_prompts, generate
+from orchestration.evaluation.humaneval import Postprocess, execute_samples, humaneval_metrics, load_problems
+from orchestration.evaluation.math_scoring import (
+    MATH_DATASETS,
+    check_dataset,
+    extract_answer,
+    is_correct,
+    load_math_dataset,
+    math_metrics,
+)
+from orchestration.evaluation.sandbox import SandboxLimits
+
+DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data next to the repo
+PROMPT_STYLES = ("alpaca", "raw")
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    records: list[dict] = field(default_factory=list)
+
+
+def shard(n: int, rank: int = 0, world_size: int = 1) -> range:
+    """The example indices of one rank: ``rank, rank + world_size, ...`` (every index in exactly one shard)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError("rank", f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    return range(rank, n, world_size)
+
+
+def evaluate_math(
+    model: torch.nn.Module,
+    tokenizer,
+    datasets: Sequence[str] = MATH_DATASETS,
+    *,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    generation: GenerationConfig | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Greedy completions of the first ``limit`` examples of each test set (this rank's shard), scored."""
+    generation = generation or GenerationConfig.math()
+    if generation.num_samples != 1:
+        raise ConfigError("num_samples", "math is scored on one completion per problem (greedy)")
+    root = Path(data_dir) if data_dir is not None else DATA_DIR / "math"
+    records = []
+    for name in [check_dataset(d) for d in datasets]:
+        examples = load_math_dataset(name, root)[:limit]
+        indices = shard(len(examples), rank, world_size)
+        items = [examples[i] for i in indices]
+        outputs = generate(model, tokenizer, alpaca_prompts(items), generation, progress=progress, desc=f"math/{name}")
+        for index, item, (completion,) in zip(indices, items, outputs, strict=True):
+            records.append(
+                {
+                    "task": "math",
+                    "dataset": name,
+                    "index": index,
+                    "instruction": item["instruction"],
+                    "answer": item["answer"],
+                    "output": completion,
+                    "prediction": extract_answer(name, completion),
+                    "correct": is_correct(name, completion, item["answer"]),
+                }
+            )
+    return EvalResult(math_metrics(records) if records else {}, records)
+
+
+def humaneval_prompt(problem: Mapping, style: str = "alpaca") -> str:
+    """``alpaca``: the problem's prompt as the instruction of the training template; ``raw``: the prompt alone."""
+    if style == "alpaca":
+        return build_prompt(problem["prompt"])
+    if style == "raw":
+        return problem["prompt"]
+    raise ConfigError("prompt_style", f"unknown prompt style {style!r}", allowed=PROMPT_STYLES)
+
+
+def evaluate_humaneval(
+    model: torch.nn.Module,
+    tokenizer,
+    *,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    generation: GenerationConfig | None = None,
+    ks: Iterable[int] = (1, 5, 10),
+    prompt_style: str = "alpaca",
+    postprocess: Postprocess | None = None,
+    sandbox_limits: SandboxLimits | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """``num_samples`` completions per problem of this rank's shard, each executed in the sandbox.
+
+    Completions run as ``prompt + completion`` unchanged unless ``postprocess`` is given (see humaneval.py).
+    """
+    generation = generation or GenerationConfig.humaneval()
+    problems = load_problems(limit)
+    mine = [problems[i] for i in shard(len(problems), rank, world_size)]
+    prompts = [humaneval_prompt(p, prompt_style) for p in mine]
+    outputs = generate(model, tokenizer, prompts, generation, progress=progress, desc="humaneval")
+    samples = [
+        {"task_id": problem["task_id"], "sample": j, "completion": completion}
+        for problem, completions in zip(mine, outputs, strict=True)
+        for j, completion in enumerate(completions)
+    ]
+    records = execute_samples(
+        samples, mine, postprocess=postprocess, limits=sandbox_limits, workers=workers, progress=progress
+    )
+    return EvalResult(humaneval_metrics(records, ks) if records else {}, records)
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping]) -> Path:
+    """One JSON object per line; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _gather(records: list[dict], world_size: int) -> list[dict]:
+    if world_size == 1:
+        return records
+    import torch.distributed as dist
+
+    parts: list[list[dict] | None] = [None] * world_size
+    dist.all_gather_object(parts, records)
+    return [record for part in parts for record in part or []]
+
+
+def training_hook(
+    model: torch.nn.Module,
+    tokenizer,
+    options: Mapping,
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """The post-training hook (``orchestration/training/hooks.py`` contract), identical on every rank.
+
+    Options: ``math`` (list of datasets, default all six; [] to skip), ``humaneval`` (bool, default False),
+    ``limit`` / ``humaneval_limit`` (examples per dataset / problems), ``data_dir``, ``max_new_tokens``,
+    ``batch_size``, ``num_samples`` (HumanEval), ``postprocess`` ("standard" or none), ``generations_path``
+    (rank 0 writes every rank's records there as JSONL). Keys are returned without the ``eval/`` prefix,
+    which the hook runner adds.
+    """
+    overrides = {k: options[k] for k in ("max_new_tokens", "batch_size") if k in options}
+    metrics: dict[str, float] = {}
+    records: list[dict] = []
+    datasets = options.get("math", list(MATH_DATASETS))
+    if datasets:
+        result = evaluate_math(
+            model,
+            tokenizer,
+            datasets,
+            data_dir=options.get("data_dir"),
+            limit=options.get("limit"),
+            rank=rank,
+            world_size=world_size,
+            generation=GenerationConfig.math(**overrides),
+            progress=rank == 0,
+        )
+        merged = _gather(result.records, world_size)
+        metrics.update(math_metrics(merged))
+        records += merged
+    if options.get("humaneval", False):
+        if "num_samples" in options:
+            overrides["num_samples"] = options["num_samples"]
+        ks = [k for k in (1, 5, 10) if k <= overrides.get("num_samples", 10)]
+        result = evaluate_humaneval(
+            model,
+            tokenizer,
+            limit=options.get("humaneval_limit"),
+            rank=rank,
+            world_size=world_size,
+            generation=GenerationConfig.humaneval(**overrides),
+            ks=ks,
+            postprocess=Postprocess.standard() if options.get("postprocess") == "standard" else None,
+            progress=rank == 0,
+        )
+        merged = _gather(result.records, world_size)
+        metrics.update(humaneval_metrics(merged, ks))
+        records += merged
+    if rank == 0 and options.get("generations_path"):
+        write_jsonl(options["generations_path"], records)
+    return {key.removeprefix("eval/"): value for key, value in metrics.items()}
