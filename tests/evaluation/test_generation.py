@@ -1,0 +1,109 @@
+"""Batched generation with a tiny random model: left padding changes nothing, n samples, EOS, sharded benchmarks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+from eval_helpers import char_tokenizer
+
+from comol.errors import ConfigError
+from orchestration.evaluation.benchmarks import evaluate_humaneval, evaluate_math, shard, training_hook
+from orchestration.evaluation.generation import GenerationConfig, generate
+from orchestration.evaluation.math_scoring import math_metrics
+
+PROMPTS = ["Hello there, how are", "x", "A much longer prompt, so that the others get padded on the left"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return tiny_model(seed=3)
+
+
+def test_left_padded_batch_equals_each_prompt_alone(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=12, batch_size=3)
+    batched = generate(model, tokenizer, PROMPTS, config, progress=False)
+    alone = [generate(model, tokenizer, [p], config, progress=False)[0] for p in PROMPTS]
+    assert batched == alone
+    assert all(len(samples) == 1 for samples in batched)
+    assert sum(len(samples[0]) for samples in batched) > 10  # real text, not all stopped at once
+
+
+def test_n_samples_per_prompt_and_seed(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=0.7, top_p=0.95, num_samples=4, seed=7)
+    first = generate(model, tokenizer, PROMPTS, config, progress=False)
+    assert [len(samples) for samples in first] == [4, 4, 4]
+    assert len(set(first[2])) > 1  # samples differ from each other
+    assert generate(model, tokenizer, PROMPTS, config, progress=False) == first  # seeded
+
+
+def test_stops_at_eos(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=12)
+    (free,) = generate(model, tokenizer, PROMPTS[:1], config, progress=False)[0]
+    ids = tokenizer(PROMPTS[0] + free, add_special_tokens=False)["input_ids"][len(PROMPTS[0]) :]
+    stop = ids[3]  # make the 4th generated token the end-of-sequence token
+    first = ids.index(stop)
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = stop
+    try:
+        (stopped,) = generate(model, tokenizer, PROMPTS[:1], config, progress=False)[0]
+    finally:
+        model.generation_config.eos_token_id = original
+    assert stopped == free[:first]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="num_samples"):
+        GenerationConfig(num_samples=3)  # greedy samples would all be equal
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        GenerationConfig(max_new_tokens=0)
+    assert GenerationConfig.humaneval().num_samples == 10 and GenerationConfig.math().max_new_tokens == 300
+    assert list(shard(7, 1, 3)) == [1, 4]
+    with pytest.raises(ConfigError):
+        shard(7, 3, 3)
+
+
+def test_evaluate_math_sharded_equals_whole(model, tokenizer, shared_data):
+    kwargs = dict(data_dir=shared_data / "math", limit=3, generation=GenerationConfig(max_new_tokens=8, batch_size=4))
+    whole = evaluate_math(model, tokenizer, ["addsub", "aqua"], progress=False, **kwargs)
+    parts = [
+        evaluate_math(model, tokenizer, ["addsub", "aqua"], rank=r, world_size=2, progress=False, **kwargs).records
+        for r in range(2)
+    ]
+    merged = sorted(parts[0] + parts[1], key=lambda r: (r["dataset"], r["index"]))
+    assert merged == sorted(whole.records, key=lambda r: (r["dataset"], r["index"]))
+    assert math_metrics(merged) == whole.metrics
+    assert set(whole.metrics) == {"eval/addsub/accuracy", "eval/aqua/accuracy", "eval/average"}
+    record = whole.records[0]
+    assert {"dataset", "index", "answer", "output", "prediction", "correct"} <= set(record)
+    json.dumps(whole.records)  # JSONL-ready
+
+
+def test_evaluate_humaneval_runs_generations_in_the_sandbox(model, tokenizer):
+    generation = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=0.7, top_p=0.95, num_samples=2, seed=0)
+    result = evaluate_humaneval(model, tokenizer, limit=2, generation=generation, ks=(1, 2), workers=2, progress=False)
+    assert len(result.records) == 4
+    assert all(r["status"] in {"passed", "failed", "timeout"} for r in result.records)
+    assert result.metrics == {"eval/humaneval/pass@1": 0.0, "eval/humaneval/pass@2": 0.0}  # random weights
+
+
+def test_training_hook_contract(model, tokenizer, shared_data, tmp_path):
+    options = {
+        "math": ["singleeq"],
+        "limit": 2,
+        "data_dir": str(shared_data / "math"),
+        "max_new_tokens": 4,
+        "generations_path": str(tmp_path / "gen.jsonl"),
+    }
+    metrics = training_hook(model, tokenizer, options, rank=0, world_size=1, device=torch.device("cpu"))
+    assert set(metrics) == {"singleeq/accuracy", "average"}  # the hook runner adds "eval/"
+    lines = (tmp_path / "gen.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["dataset"] == "singleeq"
