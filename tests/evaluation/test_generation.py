@@ -37,6 +37,22 @@ def test_left_padded_batch_equals_each_prompt_alone(model, tokenizer):
     assert sum(len(samples[0]) for samples in batched) > 10  # real text, not all stopped at once
 
 
+def test_generation_with_an_injected_comol_adapter(tokenizer):
+    from comol import inject_adapter, make_config
+
+    config = GenerationConfig(max_new_tokens=10, batch_size=3)
+    base = generate(tiny_model(seed=3), tokenizer, PROMPTS, config, progress=False)
+    adapted = inject_adapter(tiny_model(seed=3), make_config("comol", r=4, num_experts=3)).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # B starts at zero (identity adapter): make it matter
+        for parameter in adapted.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    batched = generate(adapted, tokenizer, PROMPTS, config, progress=False)
+    assert batched == [generate(adapted, tokenizer, [p], config, progress=False)[0] for p in PROMPTS]
+    assert batched != base
+
+
 def test_n_samples_per_prompt_and_seed(model, tokenizer):
     config = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=0.7, top_p=0.95, num_samples=4, seed=7)
     first = generate(model, tokenizer, PROMPTS, config, progress=False)
