@@ -1,0 +1,353 @@
+"""The sweep spec: one YAML file describes an ablation (grid) or a search (Optuna), validated before Ray starts.
+
+The schema is strict (unknown keys are errors) so a typo never silently runs a different sweep. Every
+pydantic error is turned into a :class:`comol.errors.ConfigError` naming the field (``search.grid.rank``)
+and, where the set is finite, the allowed values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from comol.errors import ConfigError
+
+# The axes a sweep may vary, in the order they are shown. ``alpha_multiplier`` sets alpha = m × rank.
+AXES = ("method", "rank", "experts", "core_routing", "alpha", "alpha_multiplier", "lr")
+ENTRIES = ("train", "smoke")
+TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+METRIC_PATTERN = r"^[A-Za-z0-9_.@/-]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_alpha_pair(values: dict[str, Any], where: str) -> None:
+    if values.get("alpha") is not None and values.get("alpha_multiplier") is not None:
+        raise ValueError(f"set alpha or alpha_multiplier in {where}, not both (alpha_multiplier: alpha = m × rank)")
+
+
+class Variant(_Strict):
+    """One hand-written assignment of axes; the grid is the product of its variants and its axis lists."""
+
+    method: str | None = None
+    rank: int | None = Field(default=None, gt=0)
+    experts: int | None = Field(default=None, gt=0)
+    core_routing: StrictBool | None = None
+    alpha: float | None = Field(default=None, gt=0)
+    alpha_multiplier: float | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _alpha(self) -> Variant:
+        _check_alpha_pair(self.model_dump(), "variant")
+        return self
+
+    def assigned(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def _unique_nonempty(values: list[Any] | None) -> list[Any] | None:
+    if values is None:
+        return None
+    if not values:
+        raise ValueError("must list at least one value")
+    if len({repr(v) for v in values}) != len(values):
+        raise ValueError(f"has repeated values: {values}")
+    return values
+
+
+class GridSearch(_Strict):
+    """The full product: variants × every listed axis. Under grid, the seed is one more axis."""
+
+    variants: list[Variant] | None = None
+    method: list[str] | None = None
+    rank: list[int] | None = None
+    experts: list[int] | None = None
+    core_routing: list[StrictBool] | None = None
+    alpha: list[float] | None = None
+    alpha_multiplier: list[float] | None = None
+    lr: list[float] | None = None
+
+    @field_validator("variants", *AXES)
+    @classmethod
+    def _unique(cls, values: list[Any] | None) -> list[Any] | None:
+        return _unique_nonempty(values)
+
+    @field_validator("rank", "experts")
+    @classmethod
+    def _positive_int(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and any(v <= 0 for v in values):
+            raise ValueError(f"must be positive integers, got {values}")
+        return values
+
+    @field_validator("alpha", "alpha_multiplier", "lr")
+    @classmethod
+    def _positive(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and any(not (v > 0 and math.isfinite(v)) for v in values):
+            raise ValueError(f"must be positive finite numbers, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GridSearch:
+        axes = self.axes()
+        _check_alpha_pair(axes, "the grid")
+        for i, variant in enumerate(self.variants or []):
+            both = sorted(set(variant.assigned()) & set(axes))
+            if both:
+                raise ValueError(f"variants[{i}] sets {', '.join(both)}, also a grid axis: set it in one place")
+            if ("alpha" in axes and variant.alpha_multiplier is not None) or (
+                "alpha_multiplier" in axes and variant.alpha is not None
+            ):
+                raise ValueError(f"variants[{i}]: alpha and alpha_multiplier would both be set")
+        if not axes and not self.variants:
+            raise ValueError(f"lists no axis: give variants or at least one of {', '.join(AXES)}")
+        return self
+
+    def axes(self) -> dict[str, list[Any]]:
+        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
+
+
+class FloatRange(_Strict):
+    """A continuous range for Optuna (``log: true`` samples on a log scale, as for learning rates)."""
+
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class OptunaSpace(_Strict):
+    """Categorical lists or float ranges. An axis is sampled only for methods that have that setting."""
+
+    method: list[str] | None = None
+    rank: list[int] | None = None
+    experts: list[int] | None = None
+    core_routing: list[StrictBool] | None = None
+    alpha: list[float] | FloatRange | None = None
+    alpha_multiplier: list[float] | FloatRange | None = None
+    lr: list[float] | FloatRange | None = None
+
+    @field_validator(*AXES)
+    @classmethod
+    def _lists(cls, values: Any) -> Any:
+        return _unique_nonempty(values) if isinstance(values, list) else values
+
+    @field_validator("rank", "experts")
+    @classmethod
+    def _positive_int(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and any(v <= 0 for v in values):
+            raise ValueError(f"must be positive integers, got {values}")
+        return values
+
+    @field_validator("alpha", "alpha_multiplier", "lr")
+    @classmethod
+    def _positive(cls, values: Any) -> Any:
+        if isinstance(values, list) and any(not (v > 0 and math.isfinite(v)) for v in values):
+            raise ValueError(f"must be positive finite numbers, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _some(self) -> OptunaSpace:
+        _check_alpha_pair(self.model_dump(), "the space")
+        if not self.axes():
+            raise ValueError(f"lists no axis: give at least one of {', '.join(AXES)}")
+        return self
+
+    def axes(self) -> dict[str, Any]:
+        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
+
+
+class Asha(_Strict):
+    """Early stopping of a trial on an explicit per-step metric (ASHA), e.g. ``train/loss`` by ``step``."""
+
+    metric: str = Field(pattern=METRIC_PATTERN)
+    mode: Literal["min", "max"]
+    time_attr: str = Field(default="step", pattern=METRIC_PATTERN)
+    max_t: int = Field(gt=0)
+    grace_period: int = Field(default=1, gt=0)
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+    @model_validator(mode="after")
+    def _grace(self) -> Asha:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) exceeds max_t ({self.max_t})")
+        return self
+
+
+class OptunaSearch(_Strict):
+    """TPE over the space; each suggested configuration runs every seed and Optuna learns the seed mean."""
+
+    num_samples: int = Field(gt=0, description="configurations to try (each runs all seeds)")
+    sampler_seed: int = 0
+    space: OptunaSpace
+    asha: Asha | None = None
+
+
+class Search(_Strict):
+    grid: GridSearch | None = None
+    optuna: OptunaSearch | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Search:
+        if (self.grid is None) == (self.optuna is None):
+            raise ValueError("give exactly one of grid or optuna")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "grid" if self.grid is not None else "optuna"
+
+
+class Resources(_Strict):
+    """How many trials run at once and what each trial's driver holds (its train workers hold the rest)."""
+
+    max_concurrent_trials: int | None = Field(
+        default=None, gt=0, description="default: as many as the cluster's CPUs/GPUs fit"
+    )
+    trial_memory_mb: int = Field(default=64, gt=0, description="memory the trial driver reserves (it holds no CPU)")
+    max_failures: int = Field(default=0, ge=0, description="retries of a failed trial; a retry reopens its run")
+
+
+class Tracking(_Strict):
+    uri: str | None = Field(default=None, description="default: sqlite:///<cwd>/mlflow.db")
+    artifact_location: str | None = Field(default=None, description="default: <cwd>/mlartifacts for local stores")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, uri: str | None) -> str | None:
+        if uri is not None and not uri.startswith(TRACKING_SCHEMES):
+            raise ValueError(f"{uri!r} is not a tracking URI (allowed schemes: {', '.join(TRACKING_SCHEMES)})")
+        return uri
+
+
+class SweepSpec(_Strict):
+    name: str = Field(description="the sweep's identity in MLflow and on disk")
+    description: str = ""
+    train: dict[str, Any] = Field(description="the base training config (orchestration.training TrainConfig)")
+    search: Search
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    metric: str = Field(default="eval/average", pattern=METRIC_PATTERN)
+    mode: Literal["max", "min"] = "max"
+    resources: Resources = Field(default_factory=Resources)
+    tracking: Tracking = Field(default_factory=Tracking)
+    entry: Literal["train", "smoke"] = Field(
+        default="train", description="train: TorchTrainer + evaluation; smoke: seconds-long in-process check"
+    )
+    output_dir: str | None = Field(default=None, description="default: <cwd>/outputs/sweeps/<name>")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not is_valid_name(name):
+            raise ValueError(f"{name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("must list at least one seed")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"has repeated seeds: {seeds}")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        return seeds
+
+
+def _is_branch(part: Any) -> bool:
+    """A union branch name pydantic puts into an error location (not a field)."""
+    return isinstance(part, str) and (part == "FloatRange" or part.startswith(("list[", "function")))
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    """pydantic's location → ``search.grid.variants[1].experts`` (union branch names dropped)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _is_branch(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "spec"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed where an unknown key was found."""
+    model: type[BaseModel] = SweepSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or _is_branch(part):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if a is not type(None)]
+        inner = [getattr(a, "__args__", (a,))[0] for a in inner]
+        sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return list(model.model_fields)
+
+
+def config_error(err: ValidationError, prefix: str = "") -> ConfigError:
+    """The first pydantic error as a ConfigError naming its field (and the allowed keys or values)."""
+    # Under a union (a list or a range), the branch whose type did not even match is the least helpful error.
+    mismatch = ("list_type", "model_type", "model_attributes_type")
+    errors = sorted(err.errors(), key=lambda e: e["type"] in mismatch)
+    first = errors[0]
+    if first["type"] not in mismatch:
+        errors = [e for e in errors if e["type"] not in mismatch]
+    loc = tuple(first["loc"])
+    field = _field_name(loc)
+    if prefix:
+        field = f"{prefix}.{field}" if field != "spec" else prefix
+    message = str(first["msg"]).removeprefix("Value error, ")
+    allowed = None
+    if first["type"] == "extra_forbidden":
+        message = "is not a known setting"
+        allowed = _allowed_keys(loc) if not prefix else None
+    elif first["type"] == "missing":
+        message = "is required"
+    more = len({_field_name(tuple(e["loc"])) for e in errors} - {_field_name(loc)})
+    if more:
+        message += f" (and {more} more field{'s' if more > 1 else ''} with errors)"
+    return ConfigError(field, message, allowed=allowed)
+
+
+def parse_spec(data: Any) -> SweepSpec:
+    if not isinstance(data, dict):
+        raise ConfigError("spec", f"must be a YAML mapping with keys name, train, search, …; got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise config_error(err) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep YAML (schema only; :func:`orchestration.sweep.space.plan` checks each trial)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no sweep spec at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError("spec", f"{path} is not valid YAML: {err}") from None
+    return parse_spec(data)
+
+
+def is_valid_name(name: str) -> bool:
+    return re.match(NAME_PATTERN, name) is not None
