@@ -1,0 +1,265 @@
+"""Write a sweep into MLflow exactly as :mod:`orchestration.tracking.schema` lays it out.
+
+Identity is by tags, never by "the run I created earlier in this process": the sweep's experiment by
+name, its parent run by (role, sweep), a trial's child run by (role, sweep, config_id, seed). Every
+writer looks a run up before creating one, so a retried trial, a resumed sweep or a second driver
+reopens the same run instead of adding a duplicate. Only the sweep driver and the trial drivers (never
+the train workers) construct these objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from orchestration.tracking import schema
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+ATTEMPTS = "comol.attempts"  # tag: how many times the trial's training was started
+PRUNED = "comol.pruned"  # tag: an early-stopping scheduler stopped the trial (its run ends KILLED)
+SWEEP_KIND = "comol.search"  # tag on the parent run: grid or optuna
+SPEC_ARTIFACT = "sweep/spec.yaml"
+_BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
+
+
+def metric_key(name: str) -> str:
+    """MLflow 3 refuses some characters in metric names ('@' in ``pass@k``): spell them out, stably."""
+    return _BAD_METRIC_CHARS.sub(lambda m: "_at_" if m.group() == "@" else "_", name)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def client_for(uri: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial_filter(sweep: str, config_id: str | None = None, seed: int | None = None) -> str:
+    parts = [f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_TRIAL)}", f"tags.`{schema.SWEEP}` = {_quote(sweep)}"]
+    if config_id is not None:
+        parts.append(f"tags.`{schema.CONFIG_ID}` = {_quote(config_id)}")
+    if seed is not None:
+        parts.append(f"tags.`{schema.SEED}` = {_quote(str(seed))}")
+    return " and ".join(parts)
+
+
+def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[metric_key(key)] = float(value)
+    return out
+
+
+class SweepTracker:
+    """The driver's side: the sweep's experiment and its one parent run."""
+
+    def __init__(self, uri: str, sweep: str, artifact_location: str | None = None):
+        self.uri = uri
+        self.sweep = sweep
+        self.artifact_location = artifact_location
+        self.client = client_for(uri)
+        self.experiment_id = ""
+        self.parent_run_id = ""
+
+    def ensure_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        name = schema.experiment_name(self.sweep)
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                self.experiment_id = self.client.create_experiment(name, artifact_location=self.artifact_location)
+            except MlflowException:  # created meanwhile by another driver
+                self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
+        else:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            self.experiment_id = experiment.experiment_id
+        return self.experiment_id
+
+    def find_parent(self) -> Run | None:
+        role = f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_SWEEP)}"
+        runs = search_all(self.client, self.experiment_id, f"{role} and tags.`{schema.SWEEP}` = {_quote(self.sweep)}")
+        return min(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+    def ensure_parent(self, spec: Mapping[str, Any], kind: str) -> str:
+        """The sweep's parent run (reopened if it exists), with the spec as params and as an artifact."""
+        if not self.experiment_id:
+            self.ensure_experiment()
+        parent = self.find_parent()
+        if parent is None:
+            tags = {schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP: self.sweep, SWEEP_KIND: kind}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"sweep-{self.sweep}")
+            self.parent_run_id = run.info.run_id
+            _log_params(self.client, self.parent_run_id, schema.flatten({"sweep": dict(spec)}))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / Path(SPEC_ARTIFACT).name
+                path.write_text(yaml.safe_dump(json.loads(json.dumps(dict(spec), default=str)), sort_keys=False))
+                self.client.log_artifact(self.parent_run_id, str(path), str(Path(SPEC_ARTIFACT).parent))
+        else:
+            self.parent_run_id = parent.info.run_id
+            if parent.info.status != "RUNNING":
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+        return self.parent_run_id
+
+    def trial_runs(self) -> list[Run]:
+        return search_all(self.client, self.experiment_id, _trial_filter(self.sweep))
+
+    def finished(self) -> dict[tuple[str, int], Run]:
+        """FINISHED (or pruned) child runs by (config_id, seed): the trials a resume must not run again."""
+        done: dict[tuple[str, int], Run] = {}
+        for run in self.trial_runs():
+            tags = run.data.tags
+            if run.info.status == "FINISHED" or tags.get(PRUNED) == "true":
+                done[(tags[schema.CONFIG_ID], int(tags[schema.SEED]))] = run
+        return done
+
+    def log_summary(self, metrics: Mapping[str, float]) -> None:
+        self.client.log_batch(self.parent_run_id, metrics=_metric_entities(_numeric(metrics), step=0))
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def _metric_entities(metrics: Mapping[str, float], step: int) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, value, now, step) for key, value in metrics.items()]
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+@dataclass
+class TrialIdentity:
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep: str
+    config_id: str
+    seed: int
+    method: str
+    base_model: str
+    run_name: str
+
+
+class TrialRecorder:
+    """A trial driver's side: the child run of one (configuration, seed), found by tags or created once."""
+
+    def __init__(self, identity: TrialIdentity):
+        self.identity = identity
+        self.client = client_for(identity.uri)
+        self.run_id = ""
+        self.status = ""
+        self.existing_metrics: dict[str, float] = {}
+        self.attempts = 0
+
+    def _matching(self) -> list[Run]:
+        i = self.identity
+        runs = search_all(self.client, i.experiment_id, _trial_filter(i.sweep, i.config_id, i.seed))
+        return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+    def open(self) -> TrialRecorder:
+        """Reopen the trial's run if it exists (the oldest, should a race have made two), else create it."""
+        i = self.identity
+        runs = self._matching()
+        if not runs:
+            tags = {
+                schema.ROLE: schema.ROLE_TRIAL,
+                schema.SWEEP: i.sweep,
+                schema.CONFIG_ID: i.config_id,
+                schema.SEED: str(i.seed),
+                schema.METHOD: i.method,
+                schema.BASE_MODEL: i.base_model,
+                schema.PARENT_RUN_ID: i.parent_run_id,
+                ATTEMPTS: "0",
+            }
+            created = self.client.create_run(i.experiment_id, tags=tags, run_name=i.run_name)
+            runs = self._matching()
+            for extra in runs[1:]:  # two drivers raced: keep the oldest, delete ours if it lost
+                if extra.info.run_id == created.info.run_id:
+                    self.client.delete_run(extra.info.run_id)
+            runs = runs[:1]
+        run = runs[0]
+        self.run_id = run.info.run_id
+        self.status = run.info.status
+        self.existing_metrics = dict(run.data.metrics)
+        self.attempts = int(run.data.tags.get(ATTEMPTS, "0"))
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
+
+    def start_attempt(self, params: Mapping[str, Any]) -> int:
+        """Mark the run RUNNING, count this training attempt, log the flattened config as params."""
+        self.attempts += 1
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.client.set_tag(self.run_id, ATTEMPTS, str(self.attempts))
+        _log_params(self.client, self.run_id, schema.flatten(params))
+        self.status = "RUNNING"
+        return self.attempts
+
+    def log_step(self, metrics: Mapping[str, Any], step: int) -> None:
+        numeric = _numeric({k: v for k, v in metrics.items() if k != "step"})
+        if numeric:
+            self.client.log_batch(self.run_id, metrics=_metric_entities(numeric, step))
+
+    def log_final(self, metrics: Mapping[str, Any], step: int = 0) -> dict[str, float]:
+        numeric = _numeric(metrics)
+        if numeric:
+            self.client.log_batch(self.run_id, metrics=_metric_entities(numeric, step))
+        return numeric
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(schema.CONFIG_ARTIFACT).name
+            path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+            self.client.log_artifact(self.run_id, str(path), str(Path(schema.CONFIG_ARTIFACT).parent))
+
+    def log_adapter(self, directory: str | Path) -> None:
+        self.client.log_artifacts(self.run_id, str(directory), schema.ADAPTER_ARTIFACT)
+
+    def log_generations(self, files: Iterable[str | Path]) -> None:
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path), schema.GENERATIONS_DIR)
+
+    def end(self, status: str = "FINISHED", pruned: bool = False) -> None:
+        if pruned:
+            self.client.set_tag(self.run_id, PRUNED, "true")
+        self.client.set_terminated(self.run_id, status=status)
+        self.status = status
