@@ -166,8 +166,9 @@ def _expose_python(layers: list[str]) -> None:
     layers.append(f"hidden:{blocked}")
 
 
-def _namespaces_as_root(layers: list[str]) -> bool:
-    """New net/mount/PID/IPC/UTS namespaces, private tmpfs on the world-writable dirs. True if PID ns made."""
+def _namespaces_as_root(layers: list[str], uid: int) -> bool:
+    """New net/mount/PID/IPC/UTS namespaces, private tmpfs on the world-writable dirs and for the working
+    directory (so all the program can write is a few size-limited tmpfs). True if the PID namespace exists."""
     if _libc.unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) != 0:
         if _libc.unshare(CLONE_NEWNET) == 0:
             layers.append("netns")
@@ -179,6 +180,11 @@ def _namespaces_as_root(layers: list[str]) -> bool:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
     layers.append("private-tmp")
     _expose_python(layers)
+    workdir = "/tmp/work"  # on the private /tmp: ".." and everything else it can write are tmpfs too
+    os.mkdir(workdir, 0o700)
+    os.chown(workdir, uid, uid)
+    os.chdir(workdir)
+    layers.append("private-workdir")
     return True
 
 
@@ -275,7 +281,7 @@ def main() -> None:
         own_processes = 0 if is_root else _own_process_count()
         pid_namespace = False
         if is_root:
-            pid_namespace = _namespaces_as_root(layers)
+            pid_namespace = _namespaces_as_root(layers, int(config["uid"]))
             if "mountns" not in layers and _blocking_ancestor(os.path.realpath(sys.base_prefix)):
                 raise RuntimeError(f"{sys.base_prefix} is not readable by other users and no mount namespace exists")
         elif _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:

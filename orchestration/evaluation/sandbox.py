@@ -20,8 +20,9 @@ Layers, as root (the case here; each is reported in ``Verdict.layers``):
   signal, trace or read the evaluator (a different uid), nor write root-owned files;
 - new network namespace (only a down loopback: no connection anywhere) plus a Python audit hook refusing
   every ``socket.*`` event as a second layer;
-- new mount namespace: private size-limited tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock (the only
-  world-writable places); the Python installation's non-traversable home (e.g. /root) is replaced by a
+- new mount namespace: private 16 MiB tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock (the only world-writable
+  places), and the working directory is a fresh directory on that private /tmp, so the program can write
+  at most those few MiB; the Python installation's non-traversable home (e.g. /root) is replaced by a
   tmpfs holding a read-only bind of the installation alone, so secrets there are invisible;
 - new PID namespace with a fresh /proc: other processes are invisible; when its init exits, the kernel
   kills every leftover process (fork-bomb children, daemons); new IPC and UTS namespaces;
@@ -29,7 +30,7 @@ Layers, as root (the case here; each is reported in ``Verdict.layers``):
   open files, no core dumps;
 - a wall-clock deadline enforced here: the whole process group is SIGKILLed, then every process of the
   throw-away uid is SIGKILLed (``kill(-1)`` from a helper that became that uid), then the temp dir is removed;
-- an empty environment (PATH, HOME and LANG only, nothing inherited) and a fresh temp working directory.
+- an empty environment (PATH, HOME and LANG only, nothing inherited).
 
 Fallback. Without root the harness cannot change uid or build these namespaces; it can still apply the
 rlimits, the audit hook and, where user namespaces are allowed, a network namespace. Such a sandbox can

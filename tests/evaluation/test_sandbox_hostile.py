@@ -207,6 +207,19 @@ HOSTILE = {
                 os._exit(0)
             return a + b + 1
         """,
+    "fill_disk_many_files": """
+        def add(a, b):
+            written = 0
+            for i in range(64):
+                try:
+                    with open(f"part{{i}}.bin", "wb") as handle:
+                        for _ in range(8):
+                            handle.write(b"x" * (1 << 20))
+                            written += 1 << 20
+                except OSError:
+                    pass
+            return a + b if written > (64 << 20) else a + b + 1
+        """,
     "fill_disk": """
         def add(a, b):
             with open("big.bin", "wb") as handle:
