@@ -38,6 +38,14 @@ METRIC_TRAIN_TIME = "time/train_s"
 ADAPTER_ARTIFACT = "adapter"
 CONFIG_ARTIFACT = "config/trial.yaml"
 GENERATIONS_DIR = "generations"
+REPORT_DIR = "report"  # the report's tables and plots, logged on the sweep's parent run
+
+# Flattened params the report and registry read to label a configuration (dotted names of the trial config).
+PARAM_METHOD = "method"
+PARAM_RANK = "adapter.r"
+PARAM_EXPERTS = "adapter.num_experts"
+PARAM_CORE_ROUTING = "adapter.core_routing"
+PARAM_ALPHA = "adapter.alpha"
 
 
 def experiment_name(sweep: str) -> str:

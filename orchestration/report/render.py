@@ -1,0 +1,292 @@
+"""The report in four forms: a rich terminal table, Markdown, CSV and LaTeX, laid out like the paper's tables
+(rows: configurations; columns: benchmarks, Average, Params)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from orchestration.report.build import MIN_SEEDS, Report
+from orchestration.report.significance import ALPHA, CONFIDENCE
+
+DAGGER = "†"
+TEX_DAGGER = r"$^\dagger$"
+WARN = "⚠"
+
+
+def human(value: float, suffix: str = "") -> str:
+    """24.8M, 1.3K: counts as the paper prints them."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}{suffix}"
+    return f"{value:.0f}{suffix}"
+
+
+def caption(report: Report) -> str:
+    unit = "accuracy in %" if report.scale == 100 else "metric values as logged"
+    ref = report.table.at[report.reference, "label"] if report.reference else None
+    text = (
+        f"Sweep {report.sweep}: mean ± sample standard deviation (ddof = 1) over seeds ({unit}). "
+        f"Bold: best, underlined: second best per column. {DAGGER}: significantly below the column's best "
+        f"(Welch's t-test over seeds, p < {ALPHA}). Params: trainable adapter parameters."
+    )
+    if ref:
+        text += f" Reference for the significance table: {ref}."
+    return text
+
+
+def _cell_text(report: Report, cid: str, metric: str) -> tuple[str, set[str]]:
+    mean = report.table.at[cid, f"{metric} mean"]
+    std = report.table.at[cid, f"{metric} std"]
+    if pd.isna(mean):
+        return "–", set()
+    text = f"{mean * report.scale:.1f}"
+    if not pd.isna(std):
+        text += f" ± {std * report.scale:.1f}"
+    return text, report.marks.get((cid, metric), set())
+
+
+def _label(report: Report, cid: str) -> str:
+    label = report.table.at[cid, "label"]
+    return f"{label} {WARN}" if report.table.at[cid, "seeds"] < MIN_SEEDS else label
+
+
+def _extra(report: Report, cid: str) -> list[str]:
+    row = report.table.loc[cid]
+    train = "–" if pd.isna(row["train_s"]) else f"{row['train_s']:.0f}"
+    return [human(row["params"]), human(row["flops_per_token"]), train]
+
+
+EXTRA_HEADERS = ["Params", "FLOPs/token", "Train (s)"]
+
+
+def _p(p: float) -> str:
+    if pd.isna(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _diff(report: Report, prefix: str, row: pd.Series) -> list[str]:
+    if pd.isna(row[f"{prefix} diff"]):
+        return ["–", "–", "–"]
+    s = report.scale
+    mark = f" {DAGGER}" if row[f"{prefix} significant"] else ""
+    ci = (
+        "n/a"
+        if pd.isna(row[f"{prefix} ci_low"])
+        else f"[{row[f'{prefix} ci_low'] * s:+.1f}, {row[f'{prefix} ci_high'] * s:+.1f}]"
+    )
+    return [f"{row[f'{prefix} diff'] * s:+.1f}", _p(row[f"{prefix} p"]) + mark, ci]
+
+
+def significance_headers(report: Report) -> list[str]:
+    ci = f"{CONFIDENCE:.0%} CI"
+    ref = report.table.at[report.reference, "label"] if report.reference else report.reference_name
+    return ["Configuration", f"{report.headline.title}", "Δ vs best", "p (Welch)", ci, f"Δ vs {ref}", "p (Welch)", ci]
+
+
+def significance_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for cid, row in report.significance.iterrows():
+        text, _ = _cell_text(report, cid, report.headline.metric)
+        rows.append([_label(report, cid), text, *_diff(report, "vs best", row), *_diff(report, "vs reference", row)])
+    return rows
+
+
+def significance_caption(report: Report) -> str:
+    return (
+        f"{report.headline.title} of each configuration against the best ({report.table.at[report.best, 'label']}) "
+        f"and the reference: mean difference, Welch's t-test p-value ({DAGGER}: p < {ALPHA}) and a percentile "
+        f"bootstrap interval ({CONFIDENCE:.0%} CI) of the mean difference, resampling seeds. With three seeds per "
+        "side both are coarse."
+    )
+
+
+# --- terminal ---------------------------------------------------------------------------------------
+def rich_tables(report: Report) -> Group:
+    table = Table(
+        title=f"comol report: {escape(report.sweep)}", caption=escape(caption(report)), caption_justify="left"
+    )
+    table.add_column("Method", no_wrap=True)
+    table.add_column("Seeds", justify="right")
+    for column in report.columns:
+        table.add_column(column.title, justify="right")
+    for header in EXTRA_HEADERS:
+        table.add_column(header, justify="right")
+    for cid in report.table.index:
+        cells = []
+        for column in report.columns:
+            text, marks = _cell_text(report, cid, column.metric)
+            style = "bold" if "best" in marks else "underline" if "second" in marks else ""
+            cell = Text(text, style=style)
+            if "dagger" in marks:
+                cell.append(DAGGER)
+            cells.append(cell)
+        table.add_row(escape(_label(report, cid)), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid))
+    sig = Table(title="Significance", caption=escape(significance_caption(report)), caption_justify="left")
+    for i, header in enumerate(significance_headers(report)):
+        sig.add_column(escape(header), justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in significance_rows(report):
+        sig.add_row(*(escape(c) for c in row))
+    parts: list = [table, sig]
+    for warning in report.warnings:
+        parts.append(Text(f"{WARN} WARNING: {warning}", style="bold yellow"))
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    return Group(*parts)
+
+
+def terminal_text(report: Report, width: int = 160) -> str:
+    """The terminal rendering as plain text (what ``comol report`` prints, without colours)."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(rich_tables(report))
+    return buffer.getvalue()
+
+
+# --- Markdown ---------------------------------------------------------------------------------------
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(_md_escape(c) for c in cells) + " |"
+
+
+def markdown(report: Report, plots: list[str] | None = None) -> str:
+    headers = ["Method", "Seeds", *(c.title for c in report.columns), *EXTRA_HEADERS]
+    lines = [f"# Sweep `{report.sweep}`", ""]
+    for warning in report.warnings:
+        lines += [f"> **{WARN} Warning:** {warning}", ""]
+    lines += [f"**Table 1.** {caption(report)}", "", _md_row(headers)]
+    lines.append("| " + " | ".join([":--", "--:", *(["--:"] * (len(headers) - 2))]) + " |")
+    for cid in report.table.index:
+        cells = []
+        for column in report.columns:
+            text, marks = _cell_text(report, cid, column.metric)
+            text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
+            cells.append(text + (DAGGER if "dagger" in marks else ""))
+        lines.append(_md_row([_label(report, cid), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid)]))
+    lines += ["", f"**Table 2.** {significance_caption(report)}", "", _md_row(significance_headers(report))]
+    lines.append("| " + " | ".join([":--"] + ["--:"] * 7) + " |")
+    lines += [_md_row(row) for row in significance_rows(report)]
+    if report.notes:
+        lines += ["", *(f"- note: {n}" for n in report.notes)]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+# --- CSV --------------------------------------------------------------------------------------------
+def csv_frame(report: Report) -> pd.DataFrame:
+    """Raw numbers (metric units as logged), one row per configuration, for anyone re-analysing them."""
+    out = pd.DataFrame(index=report.table.index)
+    out.index.name = "config_id"
+    out["label"] = report.table["label"]
+    out["method"] = report.table["method"]
+    out["seeds"] = report.table["seeds"]
+    out["seed_list"] = report.table["seed_list"]
+    for column in report.columns:
+        out[f"{column.title} mean"] = report.table[f"{column.metric} mean"]
+        out[f"{column.title} std (ddof=1)"] = report.table[f"{column.metric} std"]
+    out["params"] = report.table["params"]
+    out["adapter_flops_per_token"] = report.table["flops_per_token"]
+    out["train_s mean"] = report.table["train_s"]
+    for prefix in ("vs best", "vs reference"):
+        for what in ("diff", "p", "ci_low", "ci_high", "significant"):
+            out[f"{report.headline.title} {prefix} {what}"] = report.significance[f"{prefix} {what}"]
+    return out
+
+
+# --- LaTeX ------------------------------------------------------------------------------------------
+_TEX_SPECIAL = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "<": "$<$",
+    ">": "$>$",
+}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text).replace(WARN, r"$^{\ast}$")
+
+
+def latex(report: Report) -> str:
+    """A booktabs table like the paper's (benchmarks, Avg., Params), then the significance table."""
+    titles = [tex_escape(c.title if c.title != "Average" else "Avg.") for c in report.columns]
+    spec = "l" + "c" * (len(titles) + 1)
+    note = caption(report).replace(DAGGER, r"$^\dagger$").replace("±", r"$\pm$")
+    if report.warnings:
+        note += r" $^{\ast}$: fewer than three seeds."
+    lines = [
+        r"% requires \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{tex_escape_keep(note)}}}",
+        rf"\label{{tab:{tex_label(report.sweep)}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(["Method", *titles, "Params"]) + r" \\",
+        r"\midrule",
+    ]
+    for cid in report.table.index:
+        cells = []
+        for column in report.columns:
+            text, marks = _cell_text(report, cid, column.metric)
+            text = text.replace(" ± ", r"$\pm$")
+            text = rf"\textbf{{{text}}}" if "best" in marks else rf"\underline{{{text}}}" if "second" in marks else text
+            cells.append(text + (r"$^\dagger$" if "dagger" in marks else ""))
+        lines.append(
+            " & ".join([tex_escape(_label(report, cid)), *cells, human(report.table.at[cid, "params"])]) + r" \\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    headers = [tex_escape(h).replace("Δ", r"$\Delta$") for h in significance_headers(report)]
+    sig_caption = tex_escape_keep(significance_caption(report).replace(DAGGER, TEX_DAGGER))
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{sig_caption}}}",
+        r"\begin{tabular}{l" + "r" * 7 + "}",
+        r"\toprule",
+        " & ".join(headers) + r" \\",
+        r"\midrule",
+    ]
+    for row in significance_rows(report):
+        cells = [tex_escape(row[0])] + [
+            tex_escape(c).replace(DAGGER, r"$^\dagger$").replace("±", r"$\pm$") for c in row[1:]
+        ]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def tex_escape_keep(text: str) -> str:
+    """Escape a caption but keep the math we inserted ($\\pm$, $^\\dagger$)."""
+    keep = {r"$\pm$": "\0PM\0", r"$^\dagger$": "\0DG\0", r"$^{\ast}$": "\0AS\0"}
+    for math_text, token in keep.items():
+        text = text.replace(math_text, token)
+    text = tex_escape(text).replace("±", r"$\pm$")
+    for math_text, token in keep.items():
+        text = text.replace(token, math_text)
+    return text
+
+
+def tex_label(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)

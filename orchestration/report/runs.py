@@ -1,0 +1,147 @@
+"""Read one sweep's record from MLflow (never from local files), exactly as ``schema`` lays it out.
+
+Reading only: nothing here writes to the tracking store, so a bad sweep name changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from comol.errors import ConfigError
+from orchestration.tracking import schema
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# Where ``comol sweep`` records by default (issue 6): a SQLite store in the working directory.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT_PREFIX = schema.experiment_name("")
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the sweep's default local SQLite store.
+
+    A SQLite file that does not exist is an error rather than silently created: reading a report must
+    not leave an empty store behind.
+    """
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if resolved.startswith("sqlite:///"):
+        path = Path(resolved.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ConfigError("tracking-uri", f"no MLflow store at {resolved} ({path} does not exist)")
+    return resolved
+
+
+def make_client(tracking_uri: str | None) -> MlflowClient:
+    """A client whose model registry is the tracking store too (one server holds runs and models)."""
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@dataclass
+class TrialRun:
+    """One finished child run: one (configuration, seed)."""
+
+    run_id: str
+    config_id: str
+    seed: int
+    method: str
+    base_model: str | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    artifact_uri: str
+    start_time: int = 0
+
+
+@dataclass
+class SweepRecord:
+    sweep: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[TrialRun]
+    notes: list[str] = field(default_factory=list)  # runs left out, and why
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def known_sweeps(client: MlflowClient) -> list[str]:
+    """Sweep names that have an experiment in this store (to name them in an error)."""
+    names = [e.name for e in client.search_experiments(max_results=1000)]
+    return sorted(n.removeprefix(EXPERIMENT_PREFIX) for n in names if n.startswith(EXPERIMENT_PREFIX))
+
+
+def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
+    """The sweep's parent run and its finished trial runs; a missing sweep or no finished run is an error."""
+    if not sweep:
+        raise ConfigError("sweep", "must be a non-empty sweep name")
+    uri = client.tracking_uri
+    experiment = client.get_experiment_by_name(schema.experiment_name(sweep))
+    if experiment is None:
+        known = known_sweeps(client)
+        raise ConfigError(
+            "sweep",
+            f"no sweep {sweep!r} in MLflow at {uri} (no experiment {schema.experiment_name(sweep)!r}); "
+            f"sweeps there: {', '.join(known) if known else 'none'}",
+        )
+    eid = experiment.experiment_id
+    in_sweep = f"tags.`{schema.SWEEP}` = {_quote(sweep)}"
+    parents = _search_all(client, eid, f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_SWEEP)} and {in_sweep}")
+    if not parents:
+        raise ConfigError("sweep", f"sweep {sweep!r} has no parent run (tag {schema.ROLE}={schema.ROLE_SWEEP})")
+    notes: list[str] = []
+    parent = min(parents, key=lambda r: r.info.start_time or 0)
+    if len(parents) > 1:
+        notes.append(f"{len(parents)} parent runs for sweep {sweep!r}; using the first, {parent.info.run_id}")
+
+    children = _search_all(client, eid, f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_TRIAL)} and {in_sweep}")
+    by_identity: dict[tuple[str, int], TrialRun] = {}
+    unfinished = 0
+    for run in children:
+        tags = run.data.tags
+        if run.info.status != "FINISHED":
+            unfinished += 1
+            continue
+        if schema.CONFIG_ID not in tags or schema.SEED not in tags:
+            notes.append(f"run {run.info.run_id} lacks the {schema.CONFIG_ID}/{schema.SEED} tags; left out")
+            continue
+        trial = TrialRun(
+            run_id=run.info.run_id,
+            config_id=tags[schema.CONFIG_ID],
+            seed=int(tags[schema.SEED]),
+            method=tags.get(schema.METHOD) or run.data.params.get(schema.PARAM_METHOD, "?"),
+            base_model=tags.get(schema.BASE_MODEL),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            artifact_uri=run.info.artifact_uri,
+            start_time=run.info.start_time or 0,
+        )
+        key = (trial.config_id, trial.seed)
+        if key in by_identity:  # the sweep promises one run per identity; keep the latest if not
+            notes.append(f"two finished runs for config {key[0]} seed {key[1]}; using the later one")
+            if trial.start_time < by_identity[key].start_time:
+                continue
+        by_identity[key] = trial
+    if unfinished:
+        notes.append(f"{unfinished} trial run(s) not FINISHED (running, failed or killed) are left out")
+    if not by_identity:
+        raise ConfigError("sweep", f"sweep {sweep!r} has no finished trial runs ({len(children)} trial runs in all)")
+    trials = sorted(by_identity.values(), key=lambda t: (t.config_id, t.seed))
+    return SweepRecord(sweep, uri, eid, parent.info.run_id, trials, notes)
