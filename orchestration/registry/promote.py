@@ -1,0 +1,225 @@
+"""``comol promote``: register a sweep's best configuration in the MLflow model registry and move an alias.
+
+The best configuration is chosen by its seed mean, never by one lucky seed; what ships is the adapter
+of its median seed, the run most representative of that mean. The version's tags say where it came
+from (sweep, config_id, metric mean and std, base model, method, params), and the alias's former
+holder keeps a ``previous`` alias so a rollback is one alias move.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from comol.errors import ConfigError
+from orchestration.report.aggregate import config_params, unique_labels
+from orchestration.report.runs import SweepRecord, TrialRun, load_sweep, make_client
+from orchestration.tracking import schema
+
+DEFAULT_ALIAS = "champion"
+PREVIOUS_ALIAS = "previous"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+# Tags on the registered model version.
+TAG_SWEEP = "comol.sweep"
+TAG_CONFIG_ID = "comol.config_id"
+TAG_LABEL = "comol.label"
+TAG_RUN_ID = "comol.run_id"
+TAG_SEED = "comol.seed"
+TAG_METRIC = "comol.metric"
+TAG_MEAN = "comol.metric_mean"
+TAG_STD = "comol.metric_std"
+TAG_SEEDS = "comol.seeds"
+TAG_BASE_MODEL = "comol.base_model"
+TAG_METHOD = "comol.method"
+PARAM_TAG_PREFIX = "param."
+
+
+@dataclass
+class Choice:
+    """The configuration with the best seed mean, and its median seed's run."""
+
+    config_id: str
+    label: str
+    mean: float
+    std: float
+    seeds: int
+    run: TrialRun
+    run_value: float
+    ranking: pd.DataFrame  # every eligible configuration: mean, std, seeds (best first)
+
+
+@dataclass
+class Promotion:
+    choice: Choice
+    model_name: str
+    version: str
+    alias: str
+    previous_alias: str | None
+    previous_version: str | None  # the former holder of ``alias``
+    created: bool  # False when the alias already held this very run's adapter
+
+
+def previous_alias_for(alias: str) -> str:
+    """``champion`` → ``previous``; any other alias → ``<alias>-previous`` so two aliases never share it."""
+    return PREVIOUS_ALIAS if alias == DEFAULT_ALIAS else f"{alias}-{PREVIOUS_ALIAS}"
+
+
+def median_run(runs: list[TrialRun], metric: str) -> tuple[TrialRun, float]:
+    """The seed whose metric is the median; for an even count the lower of the two middle ones.
+
+    Ties are broken by seed so the choice is reproducible.
+    """
+    ordered = sorted(runs, key=lambda t: (t.metrics[metric], t.seed))
+    chosen = ordered[(len(ordered) - 1) // 2]
+    return chosen, chosen.metrics[metric]
+
+
+def choose(record: SweepRecord, metric: str, mode: str = "max") -> Choice:
+    """Best configuration by seed mean of ``metric`` (ties: smaller std, then config_id)."""
+    if mode not in {"max", "min"}:
+        raise ConfigError("mode", f"must be max or min, got {mode!r}", allowed=["max", "min"])
+    having = [t for t in record.trials if metric in t.metrics and math.isfinite(t.metrics[metric])]
+    if not having:
+        logged = sorted(set().union(*(t.metrics for t in record.trials)))
+        raise ConfigError(
+            "metric",
+            f"no finished run of sweep {record.sweep!r} has metric {metric!r}",
+            allowed=[m for m in logged if m.startswith("eval/")] or logged,
+        )
+    by_config: dict[str, list[TrialRun]] = {}
+    for trial in having:
+        by_config.setdefault(trial.config_id, []).append(trial)
+    frame = pd.DataFrame(
+        {
+            "mean": {c: float(np.mean([t.metrics[metric] for t in ts])) for c, ts in by_config.items()},
+            "std": {
+                c: float(np.std([t.metrics[metric] for t in ts], ddof=1)) if len(ts) > 1 else math.nan
+                for c, ts in by_config.items()
+            },
+            "seeds": {c: len(ts) for c, ts in by_config.items()},
+        }
+    )
+    frame["order"] = -frame["mean"] if mode == "max" else frame["mean"]
+    frame["std_order"] = frame["std"].fillna(math.inf)
+    frame = frame.rename_axis("config_id").reset_index()
+    frame = frame.sort_values(["order", "std_order", "config_id"]).set_index("config_id")
+    best = frame.index[0]
+    trial_frame = pd.DataFrame(
+        [{"config_id": t.config_id, "method": t.method, "params": t.params} for t in record.trials]
+    )
+    methods = {t.config_id: t.method for t in record.trials}
+    labels = unique_labels(methods, config_params(trial_frame))
+    frame["label"] = [labels[c] for c in frame.index]
+    run, value = median_run(by_config[best], metric)
+    row = frame.loc[best]
+    return Choice(
+        best,
+        labels[best],
+        float(row["mean"]),
+        float(row["std"]),
+        int(row["seeds"]),
+        run,
+        float(value),
+        frame.drop(columns=["order", "std_order"]),
+    )
+
+
+def _has_adapter(client, run: TrialRun) -> bool:
+    names = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run.run_id, schema.ADAPTER_ARTIFACT)}
+    return ADAPTER_CONFIG_FILE in names
+
+
+def _version_tags(record: SweepRecord, choice: Choice, metric: str) -> dict[str, str]:
+    run = choice.run
+    tags = {
+        TAG_SWEEP: record.sweep,
+        TAG_CONFIG_ID: choice.config_id,
+        TAG_LABEL: choice.label,
+        TAG_RUN_ID: run.run_id,
+        TAG_SEED: str(run.seed),
+        TAG_METRIC: metric,
+        TAG_MEAN: repr(choice.mean),
+        TAG_STD: repr(choice.std),
+        TAG_SEEDS: str(choice.seeds),
+        TAG_BASE_MODEL: run.base_model or "",
+        TAG_METHOD: run.method,
+    }
+    per_run = {schema.SEED, "seed"}
+    tags.update({PARAM_TAG_PREFIX + k: v for k, v in run.params.items() if k not in per_run})
+    return tags
+
+
+def _alias_holder(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def promote(
+    sweep: str,
+    model_name: str,
+    alias: str = DEFAULT_ALIAS,
+    metric: str = schema.METRIC_AVERAGE,
+    tracking_uri: str | None = None,
+    mode: str = "max",
+) -> Promotion:
+    """Register the best configuration's median-seed adapter as a new version and point ``alias`` at it.
+
+    All checks (sweep, runs, metric, adapter artifact) run before the registry is touched.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not model_name:
+        raise ConfigError("model-name", "must be a non-empty registered model name")
+    if not alias or alias == PREVIOUS_ALIAS or alias.endswith(f"-{PREVIOUS_ALIAS}") or alias.lower() == "latest":
+        raise ConfigError("alias", f"{alias!r} cannot be promoted to: it is reserved")
+    client = make_client(tracking_uri)
+    record = load_sweep(client, sweep)
+    choice = choose(record, metric, mode)
+    if not _has_adapter(client, choice.run):
+        raise ConfigError(
+            "adapter",
+            f"run {choice.run.run_id} (config {choice.config_id}, seed {choice.run.seed}) has no "
+            f"{schema.ADAPTER_ARTIFACT}/{ADAPTER_CONFIG_FILE} artifact to register",
+        )
+    former = _alias_holder(client, model_name, alias)
+    if former is not None and former.run_id == choice.run.run_id:
+        return Promotion(choice, model_name, former.version, alias, None, None, created=False)
+    try:
+        client.create_registered_model(
+            model_name, description="CoMoL adapters promoted from comol sweeps (PEFT layout; see version tags)."
+        )
+    except MlflowException as err:
+        if err.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+            raise
+    source = f"{choice.run.artifact_uri.rstrip('/')}/{schema.ADAPTER_ARTIFACT}"
+    version = client.create_model_version(
+        model_name,
+        source=source,
+        run_id=choice.run.run_id,
+        tags=_version_tags(record, choice, metric),
+        description=(
+            f"{choice.label} from sweep {sweep}: {metric} {choice.mean:.4f} ± {choice.std:.4f} "
+            f"(mean ± sample std over {choice.seeds} seeds); adapter of the median seed {choice.run.seed}."
+        ),
+    )
+    previous = previous_alias_for(alias)
+    if former is not None:
+        client.set_registered_model_alias(model_name, previous, former.version)
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return Promotion(
+        choice,
+        model_name,
+        str(version.version),
+        alias,
+        previous if former is not None else None,
+        str(former.version) if former is not None else None,
+        created=True,
+    )
