@@ -14,6 +14,9 @@ from collections.abc import Sequence
 COMMAND_MODULES = [
     "comol.cli.params",
     "orchestration.commands.score",
+    "orchestration.commands.report",
+    "orchestration.commands.promote",
+    "orchestration.commands.generate",
 ]
 
 
