@@ -16,7 +16,7 @@ import pandas as pd
 
 from comol.errors import ConfigError
 from orchestration.report.aggregate import config_params, unique_labels
-from orchestration.report.runs import SweepRecord, TrialRun, load_sweep, make_client
+from orchestration.report.runs import SweepRecord, TrialRun, load_sweep, logged_metric_name, make_client
 from orchestration.tracking import schema
 
 DEFAULT_ALIAS = "champion"
@@ -82,6 +82,7 @@ def choose(record: SweepRecord, metric: str, mode: str = "max") -> Choice:
     """Best configuration by seed mean of ``metric`` (ties: smaller std, then config_id)."""
     if mode not in {"max", "min"}:
         raise ConfigError("mode", f"must be max or min, got {mode!r}", allowed=["max", "min"])
+    metric = logged_metric_name(metric, set().union(*(t.metrics for t in record.trials)))
     having = [t for t in record.trials if metric in t.metrics and math.isfinite(t.metrics[metric])]
     if not having:
         logged = sorted(set().union(*(t.metrics for t in record.trials)))

@@ -36,7 +36,8 @@ METHOD_TITLES = {
     "comol": "CoMoL",
 }
 _ACCURACY = re.compile(r"^eval/(?P<name>[^/]+)/accuracy$")
-_PASS_AT = re.compile(r"^eval/humaneval/pass@(?P<k>\d+)$")
+# The sweep writer spells ``pass@k`` as ``pass_at_k`` (MLflow 3 refuses '@' in metric names); read both.
+_PASS_AT = re.compile(r"^eval/humaneval/pass(?:@|_at_)(?P<k>\d+)$")
 # Params that differ between seeds of one configuration by construction: never part of a label.
 _PER_RUN_PARAM = re.compile(r"seed|dir|path|run_name|output", re.IGNORECASE)
 

@@ -82,6 +82,14 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
+def logged_metric_name(name: str, logged: set[str]) -> str:
+    """``eval/humaneval/pass@1`` as the runs logged it: the writer spells '@' as '_at_' for MLflow 3."""
+    if name in logged:
+        return name
+    spelled = name.replace("@", "_at_")
+    return spelled if spelled in logged else name
+
+
 def known_sweeps(client: MlflowClient) -> list[str]:
     """Sweep names that have an experiment in this store (to name them in an error)."""
     names = [e.name for e in client.search_experiments(max_results=1000)]
@@ -140,7 +148,7 @@ def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
                 continue
         by_identity[key] = trial
     if unfinished:
-        notes.append(f"{unfinished} trial run(s) not FINISHED (running, failed or killed) are left out")
+        notes.append(f"{unfinished} trial run(s) not FINISHED (running, failed, killed or pruned) are left out")
     if not by_identity:
         raise ConfigError("sweep", f"sweep {sweep!r} has no finished trial runs ({len(children)} trial runs in all)")
     trials = sorted(by_identity.values(), key=lambda t: (t.config_id, t.seed))

@@ -165,3 +165,12 @@ def test_generate_prints_the_completion(champion, sweep_a, mlflow_server, capsys
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert expected.strip() and printed == expected + "\n"
+
+
+def test_median_seed_of_an_even_count_is_the_lower_middle():
+    from orchestration.registry.promote import median_run
+    from orchestration.report.runs import TrialRun
+
+    runs = [TrialRun(f"r{s}", "c", s, "comol", None, {}, {"m": v}, "") for s, v in enumerate([0.9, 0.1, 0.5, 0.7])]
+    assert median_run(runs, "m")[0].seed == 2  # sorted 0.1, 0.5, 0.7, 0.9 → 0.5 (seed 2)
+    assert median_run(runs[:3], "m")[0].seed == 2

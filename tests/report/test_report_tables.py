@@ -217,3 +217,17 @@ def test_bad_input_fails_clearly_and_records_nothing(sweep_a, sweep_b, mlflow_se
 
     assert [f.path for f in client.list_artifacts(sweep_b.parent_run_id)] == before
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_columns_read_the_writers_metric_spelling_and_the_pareto_front_is_undominated():
+    from orchestration.report.aggregate import benchmark_columns
+    from orchestration.report.plots import pareto_front
+
+    names = {"eval/humaneval/pass_at_10", "eval/humaneval/pass_at_1", "eval/gsm8k/accuracy", "eval/AQuA/accuracy"}
+    columns = benchmark_columns(names | {"eval/addsub/accuracy", "train/loss"})
+    titles = [c.title for c in columns]
+    assert titles == ["AddSub", "AQuA", "GSM8K", "HumanEval pass@1", "HumanEval pass@10", "Average"]
+    assert columns[-1].computed  # no eval/average logged: the paper's unweighted mean of the accuracies
+
+    points = pd.DataFrame({"params": [1, 2, 2, 3, 4], "acc": [0.5, 0.4, 0.6, 0.6, 0.7]}, index=list("abcde"))
+    assert pareto_front(points, "params", "acc") == ["a", "c", "e"]  # b and d are beaten by cheaper or better rows
