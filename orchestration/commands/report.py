@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="folder for the files (default: reports/SWEEP)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the files (default: outputs/reports/SWEEP)")
     parser.add_argument(
         "--reference",
         default=None,

@@ -56,7 +56,7 @@ def run_report(
     client = make_client(tracking_uri)
     record: SweepRecord = load_sweep(client, sweep)
     report = build_report(record, reference)
-    output = write_report(report, Path(out) if out else Path("reports") / _safe(sweep))
+    output = write_report(report, Path(out) if out else Path("outputs") / "reports" / _safe(sweep))
     if log:
         for path in output.files:  # only what this report wrote, not whatever else lies in --out
             subdir = path.parent.relative_to(output.directory).as_posix()
