@@ -39,11 +39,22 @@ def char_tokenizer():
     )
 
 
+def _root_conftest():
+    """tests/conftest.py by path: ``import conftest`` may resolve to another folder's conftest in a full run."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("comol_tests_root_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save_tiny_base(directory: Path) -> Path:
     """A tiny Llama and its tokenizer saved with save_pretrained: the base a local path names."""
-    from conftest import tiny_model
-
-    model = tiny_model("llama", seed=0, max_position_embeddings=512)  # room for the Alpaca prompt in characters
+    model = _root_conftest().tiny_model(
+        "llama", seed=0, max_position_embeddings=512
+    )  # room for the Alpaca prompt in characters
     model.save_pretrained(directory, safe_serialization=True)
     char_tokenizer().save_pretrained(directory)
     return directory
