@@ -29,8 +29,9 @@ AXIS_PATHS: dict[str, tuple[str, ...]] = {
     "lr": ("training", "lr"),
 }
 SEED_PATH = ("training", "seed")
+GENERATIONS_FILE = "generations.jsonl"
 # Set per trial by the sweep; not part of a configuration's identity.
-RUN_FIELDS = ("name", "run_name", "output_dir")
+RUN_FIELDS = ("name", "run_name", "output_dir")  # (and evaluation.options.generations_path)
 MAX_OPTUNA_COMBINATIONS = 4096
 
 
@@ -157,6 +158,10 @@ def resolve_trial(
     config_id = schema.config_id(identity)
     run_name = f"{spec.name}-{config_id}-s{seed}"
     resolved.update(name=spec.name, run_name=run_name, output_dir=train_dir)
+    if resolved.get("evaluation") and "://" not in train_dir:
+        # Where rank 0 of the evaluation hook writes the generations: per trial, never shared between trials.
+        options = resolved["evaluation"].setdefault("options", {})
+        options["generations_path"] = f"{train_dir}/{run_name}/{GENERATIONS_FILE}"
     return TrialPlan(config_id, seed, method, dict(point), resolved, run_name)
 
 
@@ -260,4 +265,3 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
 def plan(spec: SweepSpec, train_dir: str) -> SweepPlan:
     """Expand and validate every trial of the sweep (grid) or every corner of its space (Optuna)."""
     return plan_grid(spec, train_dir) if spec.search.kind == "grid" else plan_optuna(spec, train_dir)
-

@@ -1,0 +1,124 @@
+"""Sweep progress in the terminal (rich) and the driver-side bookkeeping of early-stopped trials.
+
+Tune calls these hooks in the sweep driver. A line per trial event works in a terminal and in the log of
+a ``ray job submit``; the live bar is shown only on a terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestration.sweep.space import TrialPlan
+from orchestration.sweep.trainable import METRIC_CACHED, SweepContext
+from orchestration.tracking.writer import TrialIdentity, TrialRecorder
+
+
+def describe(plan: TrialPlan) -> str:
+    """A short human label: ``comol r=8 N=4 CR lr=1e-3 seed=1``."""
+    adapter, training = plan.train["adapter"], plan.train["training"]
+    parts = [plan.method, f"r={adapter.get('r')}"]
+    if "num_experts" in adapter:
+        parts.append(f"N={adapter['num_experts']}")
+    if "core_routing" in adapter:
+        parts.append("CR" if adapter["core_routing"] else "w/o CR")
+    if adapter.get("alpha") != adapter.get("r"):
+        parts.append(f"α={adapter.get('alpha'):g}")
+    parts += [f"lr={training['lr']:.2g}", f"seed={plan.seed}"]
+    return " ".join(parts)
+
+
+class SweepProgress(tune.Callback):
+    def __init__(self, context: SweepContext, total: int, already_done: int, metric: str, console: Console):
+        self.context = context
+        self.metric = metric
+        self.console = console
+        self.completed = already_done
+        self.failed = 0
+        self.pruned = 0
+        self._plans: dict[str, TrialPlan] = {}
+        self._bar: Progress | None = None
+        self._task: Any = None
+        if console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self._task = self._bar.add_task("trials", total=total, completed=already_done)
+            self._bar.start()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment state: leave the terminal objects out."""
+        state = dict(self.__dict__)
+        state.update(console=None, _bar=None, _task=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.console = Console()
+
+    def _plan(self, trial: Any) -> TrialPlan:
+        if trial.trial_id not in self._plans:
+            self._plans[trial.trial_id] = self.context.plan_for(dict(trial.config))
+        return self._plans[trial.trial_id]
+
+    def _advance(self) -> None:
+        self.completed += 1
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.completed)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        plan = self._plan(trial)
+        self.console.print(f"[cyan]▶ start[/]  {describe(plan)}  [dim]({plan.key})[/]")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        plan = self._plan(trial)
+        result = trial.last_result or {}
+        if result.get(METRIC_CACHED) == 1:
+            note = "[dim]already finished in MLflow, not re-run[/]"
+        elif self.metric in result and result.get(METRIC_CACHED) == 0:
+            note = ""
+        else:  # stopped by the scheduler before it finished: record that in its run
+            self._mark_pruned(plan)
+            self.pruned += 1
+            note = "[yellow]stopped early (ASHA)[/]"
+        value = result.get(self.metric)
+        shown = f"{self.metric}={value:.4g}" if isinstance(value, (int, float)) else ""
+        self.console.print(f"[green]✔ done[/]   {describe(plan)}  {shown} {note}")
+        self._advance()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        plan = self._plan(trial)
+        self.failed += 1
+        error = getattr(trial, "error_file", None) or ""
+        self.console.print(f"[red]✘ failed[/] {describe(plan)}  [dim]{error}[/]")
+        self._advance()
+
+    def _mark_pruned(self, plan: TrialPlan) -> None:
+        spec = self.context.sweep_spec
+        identity = TrialIdentity(
+            self.context.uri,
+            self.context.experiment_id,
+            self.context.parent_run_id,
+            spec.name,
+            plan.config_id,
+            plan.seed,
+            plan.method,
+            str(plan.train["model"]),
+            plan.run_name,
+        )
+        recorder = TrialRecorder(identity).open()
+        if not recorder.finished:
+            recorder.end("KILLED", pruned=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

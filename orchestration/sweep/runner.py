@@ -1,0 +1,359 @@
+"""Run a sweep: validate everything, open its MLflow record, run the missing trials on Ray Tune, summarise.
+
+Data flows one way: YAML → :class:`SweepSpec` → :class:`TrialPlan` per (configuration, seed) → Tune trial
+→ MLflow child run → the summary printed here (and any report read from MLflow later). MLflow is the
+source of truth for what is done: a resumed sweep skips every (config_id, seed) whose run FINISHED, so an
+interrupted sweep neither re-runs finished trials nor duplicates runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from comol.errors import ConfigError
+from orchestration.sweep.space import SweepPlan, TrialPlan, plan
+from orchestration.sweep.spec import SweepSpec, load_spec
+from orchestration.tracking import schema
+from orchestration.tracking.writer import SweepTracker
+
+TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
+
+
+@dataclass
+class SweepPaths:
+    sweep_dir: Path
+    train_dir: Path
+    tune_dir: Path
+
+
+@dataclass
+class SweepResult:
+    name: str
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    planned: int  # (configuration, seed) trials; Optuna: configurations × seeds
+    finished: int
+    ran: int  # trials this invocation completed (cached ones excluded)
+    failed: int
+    wall_s: float
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per configuration: seed mean ± std
+
+    @property
+    def complete(self) -> bool:
+        return self.finished >= self.planned and self.failed == 0
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking(spec: SweepSpec, override: str | None) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for a new experiment): CLI, then spec, then env, then local SQLite."""
+    uri = override or spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if not uri.startswith(("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")):
+        raise ConfigError("tracking.uri", f"{uri!r} is not a tracking URI")
+    artifacts = spec.tracking.artifact_location
+    if artifacts is None and uri.startswith(("sqlite:///", "file:")):
+        artifacts = str(Path.cwd().resolve() / "mlartifacts")
+    elif artifacts is not None and "://" not in artifacts:
+        artifacts = str(Path(artifacts).expanduser().resolve())
+    return uri, artifacts
+
+
+def sweep_paths(spec: SweepSpec, override: str | None) -> SweepPaths:
+    root = Path(override or spec.output_dir or Path.cwd() / "outputs" / "sweeps" / spec.name).expanduser().resolve()
+    return SweepPaths(root, root / "train", root / "tune")
+
+
+def prepare(spec_path: str | Path, output_dir: str | None = None) -> tuple[SweepSpec, SweepPaths, SweepPlan]:
+    """Everything that can fail on bad input, done before Ray or MLflow are touched."""
+    spec = load_spec(spec_path)
+    return prepare_spec(spec, output_dir)
+
+
+def prepare_spec(spec: SweepSpec, output_dir: str | None = None) -> tuple[SweepSpec, SweepPaths, SweepPlan]:
+    paths = sweep_paths(spec, output_dir)
+    return spec, paths, plan(spec, str(paths.train_dir))
+
+
+# --- Ray ------------------------------------------------------------------------------------------
+@dataclass
+class RayHandle:
+    started_here: bool
+    temp_dir: str | None
+
+    def close(self, keep_logs: bool = False) -> None:
+        """Shut down a Ray this sweep started; its temp dir goes too unless a trial failed (its logs are there)."""
+        import shutil
+
+        import ray
+
+        if self.started_here and ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir and not keep_logs:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None) -> RayHandle:
+    """Join the cluster named by ``address`` / $RAY_ADDRESS (as under ``ray job submit``), else start a
+    private local one with its own short temp dir. An already-initialised Ray (a test session) is reused."""
+    import ray
+
+    if ray.is_initialized():
+        return RayHandle(False, None)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return RayHandle(True, None)
+    # Token auth: a new local cluster follows $RAY_AUTH_MODE, and Ray turns tokens on when it is unset
+    # (setting the variable here would be too late: Ray reads it when it is imported).
+    # Short: Ray's socket paths have a length limit. Never the shared /tmp/ray of other clusters on the machine.
+    given = temp_dir is not None
+    temp_dir = temp_dir or tempfile.mkdtemp(prefix="cr", dir="/tmp")
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, log_to_driver=True)
+    return RayHandle(True, None if given else temp_dir)
+
+
+def trial_demand(spec: SweepSpec) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial's train workers hold; a smoke trial computes in its driver on one CPU."""
+    if spec.entry != TRIAL_MEMORY_ENTRY:
+        return 1.0, 0.0
+    resources = spec.train.get("resources") or {}
+    workers = resources.get("num_workers", 1)
+    return workers * resources.get("cpus_per_worker", 1), workers * resources.get("gpus_per_worker", 0)
+
+
+def concurrency(spec: SweepSpec) -> int:
+    """Trials at once: the spec's cap, else as many as the cluster's CPUs and GPUs fit."""
+    import ray
+
+    cpus, gpus = trial_demand(spec)
+    available = ray.cluster_resources()
+    fits = []
+    if cpus > 0:
+        fits.append(int(available.get("CPU", 0) // cpus))
+    if gpus > 0:
+        fits.append(int(available.get("GPU", 0) // gpus))
+    derived = max(1, min(fits) if fits else 1)
+    cap = spec.resources.max_concurrent_trials
+    return min(cap, derived) if cap else derived
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    if spec.entry == TRIAL_MEMORY_ENTRY:  # the trial driver only waits on its TorchTrainer
+        return {"CPU": 0, "memory": spec.resources.trial_memory_mb * 2**20}
+    return {"CPU": 1}
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]]:
+    by_config: dict[str, list[Any]] = {}
+    for (config_id, _seed), run in sorted(tracker.finished().items()):
+        if run.info.status == "FINISHED":
+            by_config.setdefault(config_id, []).append(run)
+    rows = []
+    for config_id, runs in by_config.items():
+        values = [r.data.metrics[spec.metric] for r in runs if spec.metric in r.data.metrics]
+        params = runs[0].data.params
+        rows.append(
+            {
+                "config_id": config_id,
+                "method": runs[0].data.tags.get(schema.METHOD, "?"),
+                "rank": params.get("adapter.r", ""),
+                "experts": params.get("adapter.num_experts", ""),
+                "core_routing": params.get("adapter.core_routing", ""),
+                "alpha": params.get("adapter.alpha", ""),
+                "lr": params.get("training.lr", ""),
+                "seeds": len(runs),
+                "mean": statistics.fmean(values) if values else math.nan,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "trainable": runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan),
+            }
+        )
+    rows.sort(key=lambda r: r["mean"] if not math.isnan(r["mean"]) else -math.inf, reverse=spec.mode == "max")
+    return rows
+
+
+def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
+    table = Table(title=f"{metric}: mean ± std over seeds")
+    for column in ("method", "rank", "experts", "core_routing", "alpha", "lr", "seeds", metric, "trainable", "config"):
+        table.add_column(column, justify="right" if column not in ("method", "config") else "left")
+    for r in rows:
+        table.add_row(
+            r["method"],
+            r["rank"],
+            r["experts"] or "-",
+            r["core_routing"] or "-",
+            r["alpha"],
+            r["lr"],
+            str(r["seeds"]),
+            f"{r['mean']:.4f} ± {r['std']:.4f}",
+            f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?",
+            r["config_id"],
+        )
+    return table
+
+
+def where_to_look(uri: str, experiment: str, experiment_id: str, parent_run_id: str) -> list[str]:
+    lines = [
+        f"MLflow tracking URI: {uri}",
+        f"experiment: {experiment} (id {experiment_id}), parent run {parent_run_id}",
+    ]
+    if uri.startswith(("http://", "https://")):
+        lines.append(f"open {uri.rstrip('/')}/#/experiments/{experiment_id}")
+    else:
+        lines.append(f"mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000")
+    return lines
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    output_dir: str | None = None,
+    address: str | None = None,
+    ray_temp_dir: str | None = None,
+    console: Console | None = None,
+) -> SweepResult:
+    """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
+    from ray import tune
+
+    from orchestration.sweep.progress import SweepProgress
+    from orchestration.sweep.search import asha_scheduler, optuna_searcher
+    from orchestration.sweep.trainable import SweepContext, run_trial
+
+    console = console or Console()
+    started = time.perf_counter()
+    spec, paths, sweep_plan = prepare_spec(spec, output_dir)
+    uri, artifact_location = resolve_tracking(spec, tracking_uri)
+    tracker = SweepTracker(uri, spec.name, artifact_location)
+    tracker.ensure_experiment()
+    if tracker.find_parent() is not None and not resume:
+        raise ConfigError(
+            "--resume",
+            f"sweep {spec.name!r} already has a record in {uri}; pass --resume to continue it "
+            "(finished trials are not re-run), or give the sweep another name",
+        )
+    parent_run_id = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    done = tracker.finished()
+    seeds = len(spec.seeds)
+
+    if spec.search.kind == "grid":
+        remaining: list[TrialPlan] = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
+        planned = len(sweep_plan.trials)
+        already = planned - len(remaining)
+        to_run = len(remaining)
+    else:
+        optuna_state = optuna_searcher(spec, paths.sweep_dir)
+        planned = spec.search.optuna.num_samples * seeds
+        to_run = optuna_state.remaining * seeds
+        already = planned - to_run
+        remaining = []
+    console.print(
+        f"[bold]sweep {spec.name}[/] ({spec.search.kind}): {planned} trials planned, {already} already finished "
+        f"in MLflow, {to_run} to run"
+    )
+    if spec.search.kind == "optuna" and (optuna_state.told or optuna_state.requeued):
+        console.print(
+            f"optuna study resumed: {optuna_state.told} configurations learned, "
+            f"{optuna_state.requeued} interrupted ones enqueued again"
+        )
+
+    failed = ran = 0
+    if to_run:
+        # Per-step reports (for ASHA and progress) carry train/*, only the final one the sweep metric: Tune's
+        # strict check would reject the first. The searcher still sees the metric (Repeater reads the last).
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+        handle = connect_ray(address, temp_dir=ray_temp_dir)
+        try:
+            context = SweepContext(
+                spec=spec.model_dump(mode="json"),
+                uri=uri,
+                experiment_id=tracker.experiment_id,
+                parent_run_id=parent_run_id,
+                sweep_dir=str(paths.sweep_dir),
+                train_dir=str(paths.train_dir),
+                trials={t.key: t for t in remaining},
+            )
+            trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
+            progress = SweepProgress(context, planned, already, spec.metric, console)
+            if spec.search.kind == "grid":
+                tune_config = tune.TuneConfig(
+                    num_samples=1,
+                    max_concurrent_trials=concurrency(spec),
+                    reuse_actors=True,  # a trial driver costs seconds of imports; keep it for the next trial
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                )
+                param_space: dict[str, Any] = {"trial": tune.grid_search([t.key for t in remaining])}
+            else:
+                tune_config = tune.TuneConfig(
+                    search_alg=optuna_state.searcher,
+                    scheduler=asha_scheduler(spec),
+                    num_samples=to_run,
+                    max_concurrent_trials=concurrency(spec),
+                    reuse_actors=True,  # a trial driver costs seconds of imports; keep it for the next trial
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                )
+                param_space = {}
+            run_config = tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                storage_path=str(paths.tune_dir),
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                callbacks=[progress],
+                verbose=0,
+            )
+            tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+            try:
+                results = tuner.fit()
+            finally:
+                progress.close()
+            failed = sum(1 for r in results if r.error is not None)
+            ran = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial/cached") == 0)
+        finally:
+            handle.close(keep_logs=failed > 0)
+
+    finished = len(tracker.finished())
+    rows = _summary_rows(tracker, spec)
+    result = SweepResult(
+        spec.name,
+        uri,
+        tracker.experiment_id,
+        parent_run_id,
+        planned,
+        finished,
+        ran,
+        failed,
+        time.perf_counter() - started,
+        rows,
+    )
+    tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": planned})
+    if rows and not math.isnan(rows[0]["mean"]):
+        tracker.log_summary({f"sweep/best/{spec.metric}": rows[0]["mean"]})
+    tracker.end("FINISHED" if result.complete else "FAILED")
+    return result
+
+
+def _trial_name(trial: Any) -> str:
+    config = trial.config
+    if "trial" in config:
+        return str(config["trial"])
+    return f"{trial.trial_id}-i{config.get('__trial_index__', 0)}"
+
+
+def run_sweep_file(spec_path: str | Path, **kwargs: Any) -> SweepResult:
+    return run_sweep(load_spec(spec_path), **kwargs)

@@ -1,0 +1,97 @@
+"""Tune's search side: the grid as one axis of trial keys, or Optuna TPE whose study lives on disk.
+
+The Optuna study is stored in ``<sweep dir>/optuna.db`` (an RDB storage), so a resumed sweep loads every
+configuration already told to Optuna and continues the search from there. Configurations whose seeds
+were interrupted (left RUNNING by a killed driver) are marked failed and re-enqueued with the same
+parameters: the resumed sweep re-suggests them first, and the seeds that had finished come back from
+MLflow without training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestration.sweep.space import suggest_point
+from orchestration.sweep.spec import SweepSpec
+
+STUDY_FILE = "optuna.db"
+
+
+class DefineByRun:
+    """Optuna's define-by-run space as a picklable object (Tune pickles its searcher when it checkpoints)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return suggest_point(SweepSpec.model_validate(self.spec), trial)
+
+
+@dataclass
+class OptunaState:
+    searcher: Any  # Repeater(OptunaSearch)
+    remaining: int  # configurations still to run (each runs every seed)
+    told: int  # configurations Optuna already learned from
+    requeued: int  # interrupted configurations enqueued again
+
+
+def study_storage(sweep_dir: Path) -> Any:
+    import optuna
+
+    return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve() / STUDY_FILE}")
+
+
+def open_study(spec: SweepSpec, sweep_dir: Path) -> Any:
+    import optuna
+
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    return optuna.create_study(
+        storage=study_storage(sweep_dir), study_name=spec.name, direction=direction, load_if_exists=True
+    )
+
+
+def optuna_searcher(spec: SweepSpec, sweep_dir: Path) -> OptunaState:
+    """Repeater(OptunaSearch) on the persisted study: each suggestion runs all seeds, TPE learns the mean."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(spec, sweep_dir)
+    requeued = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        requeued += 1
+    told = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    remaining = max(0, spec.search.optuna.num_samples - told)
+    # A fresh seed per resume: re-seeding the same way would replay the first suggestions again.
+    sampler = optuna.samplers.TPESampler(seed=spec.search.optuna.sampler_seed + len(study.trials))
+    searcher = OptunaSearch(
+        space=DefineByRun(spec.model_dump(mode="json")),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=sampler,
+        study_name=spec.name,
+        storage=study_storage(sweep_dir),
+    )
+    return OptunaState(Repeater(searcher, repeat=len(spec.seeds), set_index=True), remaining, told, requeued)
+
+
+def asha_scheduler(spec: SweepSpec) -> Any | None:
+    asha = spec.search.optuna.asha if spec.search.optuna else None
+    if asha is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr=asha.time_attr,
+        metric=asha.metric,
+        mode=asha.mode,
+        max_t=asha.max_t,
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
+    )

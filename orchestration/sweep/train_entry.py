@@ -1,0 +1,101 @@
+"""The ``train`` trial entry: the training engineer's ``train()`` (a Ray Train V2 TorchTrainer) inside a Tune trial.
+
+The trial driver holds no CPU; the TorchTrainer's workers do. Their rank-0 reports reach this driver two
+ways: Tune gets them (renamed to the schema's ``train/*`` names, so an ASHA ``metric: train/loss`` works)
+through a ``TuneReportCallback`` in the Train controller, and MLflow gets them from ``train()``'s
+``on_metrics`` relay, on this driver's thread — only the trial driver logs, never a worker. The final
+adapter is gathered on rank 0 and saved in PEFT layout by the training entry; evaluation runs inside the
+training job (its post-training hook) and comes back as ``eval/*`` metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestration.sweep.space import TrialPlan
+from orchestration.sweep.trainable import TrialOutcome
+from orchestration.tracking import schema
+from orchestration.tracking.writer import TrialRecorder
+
+# The training loop's report keys → the MLflow/Tune names of the schema.
+STEP_NAMES = {
+    "loss": "train/loss",
+    "lm_loss": "train/lm_loss",
+    "aux_loss": "train/aux_loss",
+    "grad_norm": "train/grad_norm",
+    "lr": "train/lr",
+    "tokens_per_s": "train/tokens_per_s",
+    "mfu": "train/mfu",
+    "epoch": "train/epoch",
+    "val_loss": "eval/val_loss",
+}
+
+
+def schema_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """One training report in the schema's names (``step`` kept; eval/* from the hook passed through)."""
+    out: dict[str, Any] = {}
+    for key, value in report.items():
+        if key in STEP_NAMES:
+            out[STEP_NAMES[key]] = value
+        elif key == "peak_mem_gb":
+            out["train/peak_mem_mb"] = float(value) * 1024
+        elif key == "step" or key.startswith("eval/"):
+            out[key] = value
+    return out
+
+
+class SchemaTuneReport(TuneReportCallback):
+    """Tune's Train→Tune bridge, with the reports renamed to the schema's names."""
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        renamed = [schema_metrics(m) for m in metrics]
+        super().after_report(run_context, renamed, checkpoint)
+
+
+def split_generations(plan: TrialPlan, folder: Path) -> list[Path]:
+    """The hook's one JSONL (every benchmark's records) → one ``<benchmark>.jsonl`` per dataset, as the schema lays
+    out artifacts; records are grouped by their ``dataset`` (math) or ``task`` (humaneval)."""
+    options = (plan.train.get("evaluation") or {}).get("options") or {}
+    source = Path(options.get("generations_path") or "/nonexistent")
+    if not source.is_file():
+        return []
+    groups: dict[str, list[str]] = {}
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            groups.setdefault(str(record.get("dataset") or record.get("task") or "generations"), []).append(line)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, lines in sorted(groups.items()):
+        path = folder / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
+    from orchestration.training.launch import train
+
+    last_step = 0
+
+    def on_metrics(report: dict[str, Any]) -> None:
+        nonlocal last_step
+        metrics = schema_metrics(report)
+        step = int(metrics.get("step", 0))
+        last_step = max(last_step, step)
+        recorder.log_step({k: v for k, v in metrics.items() if not k.startswith("eval/") or k == "eval/val_loss"}, step)
+
+    started = time.perf_counter()
+    # The run name is the trial's identity, so a retried or resumed trial resumes its own checkpoints.
+    result = train(plan.train, run_name=plan.run_name, on_metrics=on_metrics, callbacks=[SchemaTuneReport()])
+    train_s = time.perf_counter() - started
+    # train/* of the last step are already in the step history; the final record adds eval/* and costs.
+    final = {k: v for k, v in schema_metrics(result.metrics).items() if k != "step" and not k.startswith("train/")}
+    final.update({schema.METRIC_TRAIN_TIME: train_s, "train/resumed_from_step": result.resumed_from_step})
+    generations = split_generations(plan, workdir / schema.GENERATIONS_DIR)
+    return TrialOutcome(final, Path(result.adapter_path), generations, last_step or int(result.metrics.get("step", 0)))

@@ -1,0 +1,157 @@
+"""The Tune function trainable: one (configuration, seed) → at most one finished MLflow child run.
+
+The trial driver (this function, in a Tune actor that holds no CPU) looks its run up by identity, reports
+the recorded result without training when the run already FINISHED (a resumed or retried sweep), and
+otherwise runs the trial body — the training entry's TorchTrainer, whose workers hold the CPUs/GPUs — and
+records params, per-step and final metrics, cost, the adapter, the resolved config and the generations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestration.sweep.space import TrialPlan, resolve_trial
+from orchestration.sweep.spec import SweepSpec
+from orchestration.tracking import schema
+from orchestration.tracking.writer import TrialIdentity, TrialRecorder
+
+# The trial bodies by spec ``entry``: "module:function", imported in the trial's process.
+ENTRIES = {
+    "train": "orchestration.sweep.train_entry:run_train_trial",
+    "smoke": "orchestration.sweep.smoke:run_smoke_trial",
+}
+TRIAL_INDEX = "__trial_index__"  # set by Repeater: which of the spec's seeds this repeat is
+METRIC_TRIAL_TIME = "time/trial_s"
+METRIC_CACHED = "trial/cached"
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial body hands back; the trainable records it (the body logs only per-step metrics)."""
+
+    metrics: dict[str, float]
+    adapter_dir: Path | None = None
+    generations: list[Path] = field(default_factory=list)
+    last_step: int = 0
+
+
+Body = Callable[[TrialPlan, TrialRecorder, Path], TrialOutcome]
+
+
+@dataclass
+class SweepContext:
+    """Everything a trial needs, shipped once to every trial through the object store."""
+
+    spec: dict[str, Any]
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_dir: str
+    train_dir: str
+    trials: dict[str, TrialPlan]  # grid: by TrialPlan.key; Optuna trials are resolved from their config
+
+    @property
+    def sweep_spec(self) -> SweepSpec:
+        return SweepSpec.model_validate(self.spec)
+
+    def plan_for(self, config: dict[str, Any]) -> TrialPlan:
+        if "trial" in config:
+            return self.trials[config["trial"]]
+        spec = self.sweep_spec
+        point = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+        seed = spec.seeds[int(config.get(TRIAL_INDEX, 0))]
+        where = {a: f"search.optuna.space.{a}" for a in point}
+        return resolve_trial(spec, point, seed, where, self.train_dir)
+
+
+def load_body(entry: str) -> Body:
+    module_name, _, name = ENTRIES.get(entry, entry).partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def cost_metrics(plan: TrialPlan) -> dict[str, float]:
+    """Trainable parameters and adapter FLOPs/token from comol's accounting (meta device, no weights)."""
+    from comol.accounting import cost_of
+    from comol.methods import make_config
+
+    adapter = make_config(plan.method, **plan.train["adapter"])
+    model = plan.train["model"]
+    if model == "smollm2-135m":
+        from orchestration.models import resolve_model
+
+        model = resolve_model(model)
+    config_path = Path(model) / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+    else:  # a hub id: its config from the local Hugging Face cache (offline), if there
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model).to_dict()
+    config = {k: v for k, v in config.items() if k not in ("architectures", "quantization_config", "_name_or_path")}
+    cost = cost_of(config, adapter)
+    return {schema.METRIC_TRAINABLE: float(cost.trainable), schema.METRIC_FLOPS: float(cost.adapter_flops_per_token)}
+
+
+def _audit(sweep_dir: str, event: str, plan: TrialPlan, attempt: int) -> None:
+    """One line per training start/finish: the resume tests count trainings with it (cheap, append-only)."""
+    line = json.dumps({"event": event, "trial": plan.key, "attempt": attempt, "time": time.time(), "pid": os.getpid()})
+    with open(Path(sweep_dir) / "attempts.jsonl", "a") as handle:
+        handle.write(line + "\n")
+
+
+def _report(metrics: dict[str, Any]) -> None:
+    from ray import tune
+
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+
+
+def run_trial(config: dict[str, Any], context: SweepContext) -> None:
+    """Tune's function trainable (see module docstring)."""
+    plan = context.plan_for(config)
+    spec = context.sweep_spec
+    identity = TrialIdentity(
+        uri=context.uri,
+        experiment_id=context.experiment_id,
+        parent_run_id=context.parent_run_id,
+        sweep=spec.name,
+        config_id=plan.config_id,
+        seed=plan.seed,
+        method=plan.method,
+        base_model=str(plan.train["model"]),
+        run_name=plan.run_name,
+    )
+    recorder = TrialRecorder(identity).open()
+    tags = {"config_id": plan.config_id, "seed": plan.seed, "method": plan.method}
+    if recorder.finished:  # done by an earlier attempt or driver: report it, do not train again
+        _report({**recorder.existing_metrics, **tags, METRIC_CACHED: 1})
+        return
+    attempt = recorder.start_attempt(plan.train)
+    _audit(context.sweep_dir, "start", plan, attempt)
+    workdir = Path(context.sweep_dir) / "trials" / plan.key / f"attempt-{attempt}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        recorder.log_config(plan.train)
+        outcome = load_body(spec.entry)(plan, recorder, workdir)
+        final = {**outcome.metrics, **cost_metrics(plan), METRIC_TRIAL_TIME: time.perf_counter() - started}
+        if spec.metric not in final:
+            raise KeyError(f"the trial produced no {spec.metric!r} (spec.metric); it produced: {sorted(final)}")
+        if outcome.adapter_dir is not None:
+            recorder.log_adapter(outcome.adapter_dir)
+        recorder.log_generations(outcome.generations)
+        recorded = recorder.log_final(final, step=outcome.last_step)
+    except BaseException:
+        recorder.end("FAILED")
+        raise
+    recorder.end("FINISHED")
+    _audit(context.sweep_dir, "finish", plan, attempt)
+    _report({**recorded, **tags, METRIC_CACHED: 0})
