@@ -1,0 +1,134 @@
+"""Data: arithmetic generator, Alpaca JSON loading, tokenization with label masking, split and sharding."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from datasets import Dataset
+from train_helpers import byte_tokenizer
+
+from orchestration.data.arithmetic import arithmetic_records, arithmetic_test_records
+from orchestration.data.batching import collate, epoch_order, eval_shard, split_train_val, step_micro_batches
+from orchestration.data.prompts import build_prompt
+from orchestration.data.records import load_records
+from orchestration.data.tokenize import IGNORE_INDEX, encode, tokenize_records
+
+PATTERNS = [
+    (r"has (\d+) \w+ and buys (\d+) more", lambda a, b: a + b),
+    (r"had (\d+) \w+ and gave (\d+) to", lambda a, b: a - b),
+    (r"buys (\d+) bags with (\d+) \w+ in each", lambda a, b: a * b),
+    (r"shares (\d+) \w+ equally among (\d+) friends", lambda a, b: a // b),
+    (r"has (\d+) \w+\. \w+ puts in (\d+) more and takes out (\d+)", lambda a, b, c: a + b - c),
+]
+
+
+def solve(question: str) -> int:
+    for pattern, rule in PATTERNS:
+        found = re.search(pattern, question)
+        if found:
+            return rule(*map(int, found.groups()))
+    raise AssertionError(f"unrecognised problem: {question}")
+
+
+def test_arithmetic_problems_are_deterministic_correct_and_answer_only():
+    records = arithmetic_records(300, seed=3)
+    assert records == arithmetic_records(300, seed=3)
+    assert records != arithmetic_records(300, seed=4)
+    assert len({r["instruction"] for r in records}) == 300
+    for record in records:
+        assert record["output"] == record["answer"] == str(solve(record["instruction"]))
+        assert record["input"] == "" and int(record["answer"]) >= 0
+    kinds = {next(i for i, (p, _) in enumerate(PATTERNS) if re.search(p, r["instruction"])) for r in records}
+    assert kinds == set(range(len(PATTERNS)))
+
+
+def test_arithmetic_test_records_are_disjoint_from_training():
+    train = {r["instruction"] for r in arithmetic_records(500, seed=0)}
+    test = arithmetic_test_records(200, seed=0, train_size=500)
+    assert len(test) == 200 and not train & {r["instruction"] for r in test}
+
+
+def test_alpaca_json_files_load_with_all_four_columns(shared_data):
+    math = load_records(str(shared_data / "math" / "math_data.train.json"), size=50)
+    assert len(math) == 50 and set(math.column_names) == {"instruction", "input", "output", "answer"}
+    assert math[0]["answer"] != ""
+    code = load_records(str(shared_data / "code" / "code_alpaca_2k.json"))
+    assert len(code) == 2017 and set(code.column_names) == {"instruction", "input", "output", "answer"}
+    assert {r["answer"] for r in code.select(range(20))} == {""}  # CodeAlpaca has no answers
+    assert any(r["input"] for r in code)  # some records carry an input block
+
+
+def test_encode_masks_the_prompt_only_in_response_mode():
+    prompt, response = [5, 6, 7], [8, 9, 1]
+    assert encode(prompt, response, 10, "all") == {"input_ids": [5, 6, 7, 8, 9, 1], "labels": [5, 6, 7, 8, 9, 1]}
+    assert encode(prompt, response, 10, "response")["labels"] == [IGNORE_INDEX] * 3 + [8, 9, 1]
+    assert encode(prompt, response, 4, "response") == {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, -100, 8]}
+
+
+def test_tokenization_uses_the_spec_prompt_and_ends_with_eos():
+    tokenizer = byte_tokenizer()
+    records = Dataset.from_list(arithmetic_records(8, seed=1))
+    full = tokenize_records(records, tokenizer, cutoff_len=1000, labels="all")
+    masked = tokenize_records(records, tokenizer, cutoff_len=1000, labels="response")
+    for record, a, m in zip(records, full, masked, strict=True):
+        prompt_ids = tokenizer(build_prompt(record["instruction"]))["input_ids"]
+        answer_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"]
+        assert a["input_ids"] == prompt_ids + answer_ids + [tokenizer.eos_token_id]
+        assert a["labels"] == a["input_ids"] and m["input_ids"] == a["input_ids"]
+        assert m["labels"] == [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id]
+        assert a["answer"] == record["answer"]
+    # Cut inside the prompt: no label token is left in response mode, so those examples are dropped.
+    assert len(tokenize_records(records, tokenizer, cutoff_len=20, labels="response")) == 0
+    cut = tokenize_records(records, tokenizer, cutoff_len=20, labels="all")
+    assert len(cut) == 8 and all(len(r["input_ids"]) == 20 for r in cut)
+
+
+def test_validation_split_is_deterministic_by_seed_and_disjoint():
+    data = Dataset.from_list([{"i": i} for i in range(100)])
+    train, val = (list(part["i"]) for part in split_train_val(data, 10, seed=7))
+    train2, val2 = (list(part["i"]) for part in split_train_val(data, 10, seed=7))
+    assert val == val2 and train == train2
+    assert len(val) == 10 and sorted(train + val) == list(range(100))
+    assert list(split_train_val(data, 10, seed=8)[1]["i"]) != val
+    assert len(split_train_val(data, 0.25, seed=7)[1]) == 25
+    assert split_train_val(data, 0, seed=7) == (data, None)
+    with pytest.raises(ValueError):
+        split_train_val(data, 100, seed=7)
+
+
+def test_every_worker_count_sees_the_same_global_batch():
+    n, batch = 50, 8
+    for step in (1, 2, 6, 7):  # 6 steps per epoch: 7 is the first step of epoch 2
+        one = step_micro_batches(n, step, batch_size=batch, accumulation=1, rank=0, world_size=1, seed=0)[0]
+        two = [
+            index
+            for rank in range(2)
+            for micro in step_micro_batches(n, step, batch_size=batch, accumulation=2, rank=rank, world_size=2, seed=0)
+            for index in micro
+        ]
+        assert sorted(one) == sorted(two) and len(set(one)) == batch
+    epoch = [
+        i
+        for s in range(1, 7)
+        for i in step_micro_batches(n, s, batch_size=8, accumulation=1, rank=0, world_size=1, seed=0)[0]
+    ]
+    assert len(set(epoch)) == 48  # one epoch: distinct examples, the last incomplete batch dropped
+    assert epoch_order(n, 0, 0) != epoch_order(n, 0, 1) and epoch_order(n, 0, 0) == epoch_order(n, 0, 0)
+
+
+def test_eval_shards_are_even_and_cover_everything():
+    shards = [eval_shard(7, rank, 3, micro_batch=2) for rank in range(3)]
+    assert all(len(s) == len(shards[0]) for s in shards)
+    seen = sorted(i for s in shards for micro in s for i in micro if i >= 0)
+    assert seen == list(range(7))
+
+
+def test_collate_pads_right_and_ignores_padding():
+    data = Dataset.from_list(
+        [{"input_ids": [3, 4, 5], "labels": [-100, 4, 5]}, {"input_ids": [6, 7], "labels": [6, 7]}]
+    )
+    batch = collate(data, [0, 1, -1], pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[3, 4, 5], [6, 7, 0], [3, 4, 5]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
+    assert batch["labels"].tolist() == [[-100, 4, 5], [6, 7, -100], [-100, -100, -100]]
