@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = [
     "comol.cli.params",
+    "orchestration.commands.train",
     "orchestration.commands.sweep",
     "orchestration.commands.score",
     "orchestration.commands.report",

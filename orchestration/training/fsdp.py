@@ -1,0 +1,50 @@
+"""FSDP2 sharding, the same code on GPUs (NCCL) and CPUs (gloo).
+
+``ray.train.torch.prepare_model(parallel_strategy="fsdp")`` refuses CPUs, so the model is sharded
+here with ``fully_shard``: each decoder layer, then the root, on a 1-D device mesh over all workers.
+The frozen base is sharded too (it is most of the memory); adapter weights stay fp32 masters. With
+bf16 the base is loaded in bf16 and compute runs in bf16 while gradients reduce in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from orchestration.models import decoder_layers
+
+
+def build_mesh(device: torch.device, world_size: int) -> DeviceMesh:
+    """A 1-D mesh over every worker ("cpu" for gloo, "cuda" for NCCL)."""
+    return init_device_mesh(device.type, (world_size,))
+
+
+def adapters_to_fp32(model: nn.Module) -> None:
+    """Trainable (adapter) weights as fp32 masters, whatever the base dtype (PEFT may follow the base)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def shard_model(model: nn.Module, mesh: DeviceMesh, bf16: bool) -> nn.Module:
+    """``fully_shard`` every decoder layer, then the root (embeddings, final norm, LM head)."""
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    )
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float | None) -> float:
+    """The global gradient norm (over all shards), clipping to ``max_norm`` when given."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm is not None else float("inf"))
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    return float(norm)

@@ -1,0 +1,71 @@
+"""Post-training hook: where evaluation (issue 5) runs on the trained model, inside the training job.
+
+=====================================================================================================
+POST-TRAINING EVALUATION HOOK
+-----------------------------
+Configured by ``evaluation: {hook: "package.module:function", options: {...}}`` in the training config.
+After training, the final adapter is loaded into a fresh, plain (unsharded) copy of the base model on
+EVERY rank, and the hook is called on every rank as
+
+    function(model, tokenizer, options, *, rank, world_size, device) -> dict[str, float]
+
+``model`` is in eval mode on ``device`` (bf16 base on GPUs), adapter loaded with ``comol.load_adapter``;
+it is an ordinary module, so ranks may generate at different speeds. The hook shards its own work by
+``rank``/``world_size`` and combines results itself (``torch.distributed`` is initialised: use
+``all_gather_object``/``all_reduce``). Return the SAME metrics dict on every rank (or at least on rank
+0): rank 0's dict is merged into the run's final metrics with an ``eval/`` prefix and reported to Ray
+(so a Tune trial and MLflow see it).
+=====================================================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from comol import load_adapter
+from orchestration.models import load_model
+from orchestration.training.config import EvaluationHookConfig
+
+
+def resolve_hook(spec: str):
+    module_name, _, function_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def run_post_training_hook(
+    hook: EvaluationHookConfig | None,
+    adapter_dir: Path | None,
+    model_spec: str,
+    tokenizer,
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    bf16: bool,
+) -> dict[str, float]:
+    """Collective when configured: every rank evaluates the final adapter; rank 0's metrics, prefixed."""
+    if hook is None:
+        return {}
+    function = resolve_hook(hook.hook)  # fail before loading anything when the hook is misnamed
+    # Rank 0 wrote the adapter; ship its files to every rank so no shared filesystem is needed.
+    payload = [_read_folder(adapter_dir) if rank == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    with tempfile.TemporaryDirectory(prefix="comol-eval-") as local:
+        for name, blob in payload[0].items():
+            (Path(local) / name).write_bytes(blob)
+        model = load_model(model_spec, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model, _ = load_adapter(model, local)
+    model.to(device).eval()
+    metrics = function(model, tokenizer, dict(hook.options), rank=rank, world_size=world_size, device=device)
+    return {f"eval/{key}": value for key, value in (metrics or {}).items()}
+
+
+def _read_folder(folder: Path | None) -> dict[str, bytes]:
+    if folder is None:
+        raise ValueError("no adapter folder to evaluate")
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}

@@ -1,0 +1,129 @@
+"""TrainConfig validation: every error names the field (dotted) and, where finite, the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comol import CoMoLConfig, ConfigError, LoRAConfig
+from orchestration.training.config import TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "configs" / "train_quickstart.yaml"
+
+
+def minimal(**sections) -> dict:
+    return {"data": {"source": "arithmetic", "size": 64}, **sections}
+
+
+def error_of(data: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_dict(data)
+    return caught.value
+
+
+def test_quickstart_config_is_valid_and_builds_a_comol_adapter():
+    config = load_config(QUICKSTART)
+    adapter = config.adapter_config()
+    assert isinstance(adapter, CoMoLConfig)
+    assert adapter.base_model_name_or_path == "smollm2-135m"
+    assert config.training.batch_size % (config.resources.num_workers * config.training.gradient_accumulation) == 0
+    assert config.data.source == "arithmetic" and config.resources.gpus_per_worker == 0
+    assert Path(config.output_dir).is_absolute()
+
+
+def test_defaults_follow_the_authors():
+    config = TrainConfig.from_dict(minimal())
+    t = config.training
+    assert (t.optimizer, t.lr, t.weight_decay, t.schedule, t.warmup_steps) == (
+        "adamw",
+        1e-4,
+        0.0,
+        "constant_with_warmup",
+        200,
+    )
+    assert (t.batch_size, t.epochs, config.data.cutoff_len, config.data.labels) == (16, 1.0, 300, "all")
+    assert config.bf16 is False  # 'auto' on CPUs
+    gpu = TrainConfig.from_dict(minimal(resources={"gpus_per_worker": 1}))
+    assert gpu.bf16 is True and gpu.use_gpu
+
+
+def test_unknown_keys_name_the_field_and_the_allowed_keys():
+    err = error_of(minimal(bogus=1))
+    assert err.field == "bogus" and "training" in err.allowed and "adapter" in err.allowed
+    err = error_of(minimal(training={"lrr": 1e-3}))
+    assert err.field == "training.lrr" and "lr" in err.allowed
+
+
+def test_enumerations_list_the_allowed_values():
+    err = error_of({"data": {"source": "arithmetic", "size": 8, "labels": "prompt"}})
+    assert err.field == "data.labels" and err.allowed == ["all", "response"]
+    err = error_of(minimal(training={"precision": "fp16"}))
+    assert err.field == "training.precision" and set(err.allowed) == {"auto", "fp32", "bf16"}
+    err = error_of(minimal(training={"schedule": "step"}))
+    assert err.field == "training.schedule" and "constant_with_warmup" in err.allowed
+
+
+def test_method_and_adapter_fields_are_checked_by_the_library():
+    err = error_of(minimal(method="nope"))
+    assert err.field == "method" and {"comol", "lora"} <= set(err.allowed)
+    err = error_of(minimal(adapter={"num_expert": 4}))
+    assert err.field == "adapter.num_expert" and "num_experts" in err.allowed
+    assert error_of(minimal(adapter={"r": 0})).field == "adapter.r"
+    assert error_of(minimal(adapter={"num_experts": 0})).field == "adapter.num_experts"
+    err = error_of(minimal(method="lora", adapter={"num_experts": 4}))  # LoRA has no experts
+    assert err.field == "adapter.num_experts"
+    lora = TrainConfig.from_dict(minimal(method="lora", adapter={"r": 8, "target_modules": ["q_proj"]}))
+    assert isinstance(lora.adapter_config(), LoRAConfig) and lora.adapter_config().r == 8
+
+
+def test_cross_field_rules():
+    err = error_of(minimal(training={"batch_size": 6}, resources={"num_workers": 4}))
+    assert err.field == "training.batch_size" and "divisible" in str(err)
+    assert error_of({"data": {"source": "arithmetic"}}).field == "data.size"
+    err = error_of(minimal(fault={"rank": 2, "at_step": 1}, resources={"num_workers": 2}))
+    assert err.field == "fault.rank"
+    err = error_of(minimal(fault={"rank": 0, "at_step": 9}, training={"max_steps": 4}))
+    assert err.field == "fault.at_step"
+
+
+def test_paths_must_exist_and_become_absolute(tmp_path):
+    assert error_of(minimal(model=str(tmp_path / "missing"))).field == "model"
+    assert error_of({"data": {"source": str(tmp_path / "none.json")}}).field == "data.source"
+    assert error_of(minimal(model="not a model")).field == "model"
+    hub = TrainConfig.from_dict(minimal(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+    assert hub.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    data = tmp_path / "d.json"
+    data.write_text("[]")
+    config = TrainConfig.from_dict({"data": {"source": str(data)}, "output_dir": "rel/out"})
+    assert config.data.source == str(data) and Path(config.output_dir).is_absolute()
+
+
+def test_evaluation_hook_must_name_a_function():
+    assert error_of(minimal(evaluation={"hook": "no_colon"})).field == "evaluation.hook"
+    config = TrainConfig.from_dict(minimal(evaluation={"hook": "pkg.mod:evaluate", "options": {"n": 3}}))
+    assert config.evaluation.options == {"n": 3}
+
+
+def test_yaml_loading_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {source: arithmetic, size: 32}\ntraining: {max_steps: 5}\n")
+    config = load_config(path, ["training.max_steps=3", "training.lr=1e-3", "adapter.target_modules=[q_proj]"])
+    assert config.training.max_steps == 3 and config.training.lr == 1e-3
+    assert config.adapter_config().target_modules == ["q_proj"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["training.max_steps"])
+    assert caught.value.field == "--set"
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError):
+        load_config(path)
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_a_validated_config_round_trips_through_a_dict():
+    """Workers rebuild the config from the dict the driver sends; it must validate to the same thing."""
+    config = load_config(QUICKSTART)
+    again = TrainConfig.from_dict(config.model_dump(mode="json"))
+    assert again == config
