@@ -24,7 +24,7 @@ from comol.errors import ConfigError
 from orchestration.sweep.space import SweepPlan, TrialPlan, plan
 from orchestration.sweep.spec import SweepSpec, load_spec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import SweepTracker
+from orchestration.tracking.writer import SweepTracker, metric_key
 
 TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
 
@@ -158,13 +158,14 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 # --- the sweep ------------------------------------------------------------------------------------
 def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]]:
+    metric = metric_key(spec.metric)
     by_config: dict[str, list[Any]] = {}
     for (config_id, _seed), run in sorted(tracker.finished().items()):
         if run.info.status == "FINISHED":
             by_config.setdefault(config_id, []).append(run)
     rows = []
     for config_id, runs in by_config.items():
-        values = [r.data.metrics[spec.metric] for r in runs if spec.metric in r.data.metrics]
+        values = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
         params = runs[0].data.params
         rows.append(
             {
@@ -289,7 +290,7 @@ def run_sweep(
                 trials={t.key: t for t in remaining},
             )
             trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
-            progress = SweepProgress(context, planned, already, spec.metric, console)
+            progress = SweepProgress(context, planned, already, metric_key(spec.metric), console)
             if spec.search.kind == "grid":
                 tune_config = tune.TuneConfig(
                     num_samples=1,
@@ -343,7 +344,7 @@ def run_sweep(
     )
     tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": planned})
     if rows and not math.isnan(rows[0]["mean"]):
-        tracker.log_summary({f"sweep/best/{spec.metric}": rows[0]["mean"]})
+        tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
     tracker.end("FINISHED" if result.complete else "FAILED")
     return result
 

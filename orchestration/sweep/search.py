@@ -9,12 +9,16 @@ MLflow without training.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune.search.optuna import OptunaSearch
+
 from orchestration.sweep.space import suggest_point
 from orchestration.sweep.spec import SweepSpec
+from orchestration.tracking.writer import metric_key
 
 STUDY_FILE = "optuna.db"
 
@@ -37,6 +41,16 @@ class OptunaState:
     requeued: int  # interrupted configurations enqueued again
 
 
+class SeedMeanOptunaSearch(OptunaSearch):
+    """A configuration whose every seed was stopped early has no seed mean (NaN): tell Optuna PRUNED."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        value = (result or {}).get(self.metric)
+        if isinstance(value, float) and math.isnan(value):
+            result = None
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
 def study_storage(sweep_dir: Path) -> Any:
     import optuna
 
@@ -57,7 +71,6 @@ def optuna_searcher(spec: SweepSpec, sweep_dir: Path) -> OptunaState:
     import optuna
     from optuna.trial import TrialState
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, sweep_dir)
@@ -70,9 +83,9 @@ def optuna_searcher(spec: SweepSpec, sweep_dir: Path) -> OptunaState:
     remaining = max(0, spec.search.optuna.num_samples - told)
     # A fresh seed per resume: re-seeding the same way would replay the first suggestions again.
     sampler = optuna.samplers.TPESampler(seed=spec.search.optuna.sampler_seed + len(study.trials))
-    searcher = OptunaSearch(
+    searcher = SeedMeanOptunaSearch(
         space=DefineByRun(spec.model_dump(mode="json")),
-        metric=spec.metric,
+        metric=metric_key(spec.metric),  # the name the trials report (MLflow's spelling)
         mode=spec.mode,
         sampler=sampler,
         study_name=spec.name,
@@ -91,7 +104,9 @@ def asha_scheduler(spec: SweepSpec) -> Any | None:
         time_attr=asha.time_attr,
         metric=asha.metric,
         mode=asha.mode,
-        max_t=asha.max_t,
+        # ASHA stops a trial when it reaches max_t; the spec's max_t is the last step, whose report comes
+        # before the trial's evaluation: one more unit lets a surviving trial finish and be evaluated.
+        max_t=asha.max_t + 1,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,
     )

@@ -124,6 +124,18 @@ def resolve_trial(
                 allowed=sorted(fields - {"base_model_name_or_path"}),
             )
     config = base
+    extra = point.get("adapter") or {}
+    for key, value in extra.items():
+        axis = next((a for a in AXES if AXIS_PATHS[a] == ("adapter", key)), None)
+        if axis is not None:
+            raise ConfigError(f"{where['adapter']}.{key}", f"is an axis: set it as {axis!r} instead")
+        if key not in fields or key in ("base_model_name_or_path",):
+            raise ConfigError(
+                f"{where['adapter']}.{key}",
+                f"is not a setting of method {method!r}",
+                allowed=sorted(fields - {"base_model_name_or_path"}),
+            )
+        _set(config, ("adapter", key), value)
     for axis in AXES:
         if axis not in point:
             continue
@@ -142,7 +154,7 @@ def resolve_trial(
     for key in RUN_FIELDS:
         config.pop(key, None)
     prefix = "train"
-    touched = [a for a in point if a in where]
+    touched = [a for a in point if a in where and a in AXIS_PATHS]
     try:
         validated = validate_train(config, prefix)
     except ConfigError as err:
@@ -152,6 +164,9 @@ def resolve_trial(
             if err.field in (f"train.{path}", f"train.{AXIS_PATHS[axis][0]}"):
                 message = str(err).removeprefix(f"{err.field}: ")
                 raise ConfigError(where[axis], f"{message} (as {path})") from None
+        if "adapter" in where and err.field.removeprefix("train.adapter.") in extra:
+            message = str(err).removeprefix(f"{err.field}: ")
+            raise ConfigError(f"{where['adapter']}.{err.field.removeprefix('train.adapter.')}", message) from None
         raise
     resolved = _resolved(validated)
     identity = {k: v for k, v in resolved.items() if k not in RUN_FIELDS}

@@ -44,6 +44,9 @@ class Variant(_Strict):
     alpha: float | None = Field(default=None, gt=0)
     alpha_multiplier: float | None = Field(default=None, gt=0)
     lr: float | None = Field(default=None, gt=0)
+    adapter: dict[str, Any] | None = Field(
+        default=None, description="more adapter settings for this variant only (e.g. MoLA's top_k)"
+    )
 
     @model_validator(mode="after")
     def _alpha(self) -> Variant:

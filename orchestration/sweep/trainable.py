@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comol.model_configs import SHIPPED
 from orchestration.sweep.space import TrialPlan, resolve_trial
 from orchestration.sweep.spec import SweepSpec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import TrialIdentity, TrialRecorder
+from orchestration.tracking.writer import TrialIdentity, TrialRecorder, metric_key
 
 # The trial bodies by spec ``entry``: "module:function", imported in the trial's process.
 ENTRIES = {
@@ -89,9 +90,12 @@ def cost_metrics(plan: TrialPlan) -> dict[str, float]:
 
         model = resolve_model(model)
     config_path = Path(model) / "config.json"
+    shipped = SHIPPED.get(model.rsplit("/", 1)[-1].lower())
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-    else:  # a hub id: its config from the local Hugging Face cache (offline), if there
+    elif shipped is not None:  # the paper's models ship their config.json with comol: no download
+        config = json.loads(shipped.read_text())
+    else:  # any other hub id: its config, as from_pretrained will fetch it for training anyway
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model).to_dict()
@@ -140,15 +144,19 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     workdir.mkdir(parents=True)
     started = time.perf_counter()
     try:
+        cost = recorder.log_final(cost_metrics(plan))  # before training: an unreadable model fails in seconds
         recorder.log_config(plan.train)
         outcome = load_body(spec.entry)(plan, recorder, workdir)
-        final = {**outcome.metrics, **cost_metrics(plan), METRIC_TRIAL_TIME: time.perf_counter() - started}
-        if spec.metric not in final:
+        final = {**outcome.metrics, METRIC_TRIAL_TIME: time.perf_counter() - started}
+        if metric_key(spec.metric) not in {metric_key(k) for k in final}:
             raise KeyError(f"the trial produced no {spec.metric!r} (spec.metric); it produced: {sorted(final)}")
         if outcome.adapter_dir is not None:
             recorder.log_adapter(outcome.adapter_dir)
         recorder.log_generations(outcome.generations)
-        recorded = recorder.log_final(final, step=outcome.last_step)
+        recorded = {**cost, **recorder.log_final(final, step=outcome.last_step)}
+    except SystemExit:  # Tune's way of stopping a trial the scheduler (ASHA) cut short, at a report
+        recorder.end("KILLED", pruned=True)
+        raise
     except BaseException:
         recorder.end("FAILED")
         raise

@@ -187,6 +187,7 @@ class TrialRecorder:
         self.status = ""
         self.existing_metrics: dict[str, float] = {}
         self.attempts = 0
+        self.pruned = False
 
     def _matching(self) -> list[Run]:
         i = self.identity
@@ -219,11 +220,13 @@ class TrialRecorder:
         self.status = run.info.status
         self.existing_metrics = dict(run.data.metrics)
         self.attempts = int(run.data.tags.get(ATTEMPTS, "0"))
+        self.pruned = run.data.tags.get(PRUNED) == "true"
         return self
 
     @property
     def finished(self) -> bool:
-        return self.status == "FINISHED"
+        """Done for good: FINISHED, or stopped early by the scheduler (a decision, not a failure)."""
+        return self.status == "FINISHED" or self.pruned
 
     def start_attempt(self, params: Mapping[str, Any]) -> int:
         """Mark the run RUNNING, count this training attempt, log the flattened config as params."""
