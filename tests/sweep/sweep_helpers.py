@@ -1,0 +1,124 @@
+"""Sweep test helpers: a tiny real model folder (random Llama + byte tokenizer) and spec builders."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+SPECIALS = ("<pad>", "<eos>")
+# Subprocess clusters, jobs and drivers get RAY_AUTH_MODE pinned in their environment (see ``ray_env``);
+# the in-process Ray follows Ray's own default, which must not be changed after ray is imported.
+RAY_AUTH_MODE = "token"
+
+
+def ray_env(**extra: str) -> dict[str, str]:
+    """The environment for a Ray subprocess: this venv first on PATH, auth mode pinned, no stray address."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_AUTH_MODE"] = RAY_AUTH_MODE
+    env.update(extra)
+    return env
+
+
+def byte_tokenizer():
+    """Every byte is a token: a real fast tokenizer with a 258-token vocabulary, built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: i for i, token in enumerate([*SPECIALS, *sorted(alphabet)])}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (the shapes of tests/conftest.py's tiny model) sized for the byte vocabulary."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def grid_spec(name: str, model: Path, **overrides: Any) -> dict[str, Any]:
+    """A 2 × 2 grid (LoRA/CoMoL × rank 2/4) × 2 seeds of seconds-long smoke trials on the tiny model."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "entry": "smoke",
+        "seeds": [0, 1],
+        "metric": "eval/average",
+        "mode": "max",
+        "train": {
+            "model": str(model),
+            "adapter": {"target_modules": ["q_proj", "v_proj"]},
+            "data": {"size": 16},
+            "training": {"max_steps": 4, "batch_size": 4, "lr": 1e-3},
+        },
+        "search": {"grid": {"variants": [{"method": "lora"}, {"method": "comol", "experts": 2}], "rank": [2, 4]}},
+    }
+    spec.update(copy.deepcopy(overrides))
+    return spec
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def processes_using(marker: str) -> list[int]:
+    """PIDs whose command line mentions ``marker`` (a temp dir only our own processes use)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_tree(pgid: int | None, marker: str) -> None:
+    """Stop what a test started: its process group, then any process still naming its own temp dir (removed last)."""
+    import shutil
+    import signal
+    import time
+
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = processes_using(marker)
+        if not left:
+            shutil.rmtree(marker, ignore_errors=True)
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)

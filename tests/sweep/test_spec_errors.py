@@ -1,0 +1,179 @@
+"""Malformed sweep specs fail clearly — the message names the field — before MLflow or Ray are touched."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from comol.errors import ConfigError
+from orchestration.cli import main
+from orchestration.sweep.runner import prepare
+
+BASE: dict[str, Any] = {
+    "name": "bad-spec",
+    "entry": "smoke",
+    "train": {"model": "smollm2-135m", "data": {"size": 16}, "training": {"max_steps": 2, "batch_size": 4}},
+    "search": {"grid": {"method": ["comol"], "rank": [4, 8]}},
+}
+
+
+def _with(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """BASE with ``a.b.c`` set to value (``None`` value with a ``-`` prefix deletes the key)."""
+    spec = copy.deepcopy(base or BASE)
+    delete = path.startswith("-")
+    keys = path.lstrip("-").split(".")
+    node = spec
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if delete:
+        node.pop(keys[-1])
+    else:
+        node[keys[-1]] = value
+    return spec
+
+
+OPTUNA = _with("search", {"optuna": {"num_samples": 2, "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}})
+
+# (id, spec or raw YAML text, the field the error must name, a word the message must contain)
+CASES: list[tuple[str, Any, str, str]] = [
+    ("not-a-mapping", "- just\n- a list\n", "spec", "mapping"),
+    ("invalid-yaml", "name: [unclosed\n", "spec", "YAML"),
+    ("missing-name", _with("-name", None), "name", "required"),
+    ("bad-name", _with("name", "my sweep!"), "name", "letters, digits"),
+    ("unknown-top-key", _with("sead", [0]), "sead", "allowed"),
+    ("no-search", _with("search", {}), "search", "exactly one"),
+    ("grid-and-optuna", _with("search.optuna", OPTUNA["search"]["optuna"]), "search", "exactly one"),
+    ("unknown-axis", _with("search.grid.rnk", [4]), "search.grid.rnk", "allowed"),
+    ("rank-zero", _with("search.grid.rank", [0, 4]), "search.grid.rank", "positive"),
+    ("rank-repeated", _with("search.grid.rank", [4, 4]), "search.grid.rank", "repeated"),
+    ("rank-not-int", _with("search.grid.rank", ["four"]), "search.grid.rank[0]", "integer"),
+    ("experts-on-lora", _with("search.grid", {"method": ["lora"], "experts": [4]}), "search.grid.experts", "lora"),
+    (
+        "routing-on-lora-variant",
+        _with("search.grid", {"variants": [{"method": "lora", "core_routing": False}]}),
+        "search.grid.variants[0].core_routing",
+        "lora",
+    ),
+    (
+        "unknown-method",
+        _with("search.grid", {"variants": [{"method": "dora"}]}),
+        "search.grid.variants[0].method",
+        "unknown method",
+    ),
+    (
+        "alpha-and-multiplier",
+        _with("search.grid", {"alpha": [8.0], "alpha_multiplier": [2.0]}),
+        "search.grid",
+        "alpha_multiplier",
+    ),
+    (
+        "axis-twice",
+        _with("search.grid", {"rank": [4], "variants": [{"method": "comol", "rank": 8}]}),
+        "search.grid",
+        "also a grid axis",
+    ),
+    (
+        "same-config-twice",
+        _with(
+            "search.grid", {"variants": [{"method": "lora"}, {"method": "lora", "alpha_multiplier": 1.0}], "rank": [4]}
+        ),
+        "search.grid",
+        "same trial config",
+    ),
+    ("no-seeds", _with("seeds", []), "seeds", "at least one"),
+    ("repeated-seeds", _with("seeds", [0, 0]), "seeds", "repeated"),
+    ("bad-mode", _with("mode", "up"), "mode", "'max' or 'min'"),
+    ("bad-entry", _with("entry", "gpu"), "entry", "'train' or 'smoke'"),
+    ("bad-tracking-uri", _with("tracking", {"uri": "mlruns"}), "tracking.uri", "sqlite:///"),
+    (
+        "optuna-range-reversed",
+        _with("search.optuna.space.lr", {"low": 1e-2, "high": 1e-4}, OPTUNA),
+        "search.optuna.space.lr",
+        "below",
+    ),
+    (
+        "optuna-range-unknown-key",
+        _with("search.optuna.space.lr", {"low": 1e-4, "high": 1e-2, "logscale": True}, OPTUNA),
+        "search.optuna.space.lr.logscale",
+        "allowed",
+    ),
+    ("optuna-zero-samples", _with("search.optuna.num_samples", 0, OPTUNA), "search.optuna.num_samples", "greater"),
+    (
+        "optuna-axis-no-method-has",
+        _with("search.optuna.space", {"method": ["lora"], "experts": [4, 8]}, OPTUNA),
+        "search.optuna.space.experts",
+        "not a setting",
+    ),
+    (
+        "asha-grace-beyond-max",
+        _with("search.optuna.asha", {"metric": "train/loss", "mode": "min", "max_t": 2, "grace_period": 5}, OPTUNA),
+        "search.optuna.asha",
+        "grace_period",
+    ),
+    ("train-unknown-key", _with("train.trainer", {}), "train.trainer", "allowed"),
+    ("train-negative-lr", _with("train.training.lr", -1.0), "train.training.lr", "greater"),
+    (
+        "train-batch-not-divisible",
+        _with("train.resources", {"num_workers": 3}),
+        "train.training.batch_size",
+        "divisible",
+    ),
+    (
+        "base-adapter-field-on-lora",
+        _with("search.grid", {"variants": [{"method": "lora"}]}, _with("train.adapter", {"num_experts": 4})),
+        "train.adapter.num_experts",
+        "lora",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "field", "word"), CASES, ids=[c[0] for c in CASES])
+def test_malformed_spec_names_the_field(tmp_path: Path, case: str, spec: Any, field: str, word: str) -> None:
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as info:
+        prepare(path, str(tmp_path / "out"))
+    assert info.value.field == field, str(info.value)
+    assert word in str(info.value), str(info.value)
+    assert not (tmp_path / "out").exists()  # nothing was written before validation passed
+
+
+def test_cli_fails_before_mlflow_or_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Exit code 2 and one line naming the field; no MLflow store created, and the bogus Ray address is never
+    dialled (the runner validates, then opens MLflow, then joins Ray: no store means Ray was not reached)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for case, spec, field, _word in CASES[2:8]:
+        path = tmp_path / f"{case}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        assert main(["sweep", str(path), "--address", "127.0.0.1:1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"comol sweep: error: {field}"), err
+        assert err.count("\n") == 1, err
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_shipped_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spec in search_spaces/ plans cleanly (every trial config validated, nothing started), from the
+    repository root as the README runs them (their data paths are relative to it)."""
+    root = Path(__file__).resolve().parents[2] / "search_spaces"
+    monkeypatch.chdir(root.parent)
+    specs = sorted(root.glob("*.yaml"))
+    assert {p.name for p in specs} >= {
+        "quickstart.yaml",
+        "paper_math_qwen3_8b.yaml",
+        "paper_code_llama31_8b.yaml",
+        "ablation_experts.yaml",
+        "ablation_rank.yaml",
+        "hpo_optuna.yaml",
+    }
+    for path in specs:
+        spec, _paths, plan = prepare(path, "/nonexistent/out")
+        assert plan.configurations >= 2, path
+        if spec.search.kind == "grid":
+            assert len(plan.trials) == plan.configurations * len(spec.seeds)
