@@ -29,7 +29,7 @@ from orchestration.training.checkpointing import (
 )
 from orchestration.training.config import TrainConfig
 from orchestration.training.fault import maybe_fire
-from orchestration.training.hooks import run_post_training_hook
+from orchestration.training.hooks import resolve_hook, run_post_training_hook
 from orchestration.training.metrics import Throughput, mfu, peak_flops, peak_memory_gb
 from orchestration.training.setup import TrainData, build_data, build_model, build_optimizer
 from orchestration.training.step import StepStats, train_step, validation_loss
@@ -54,6 +54,8 @@ class _Worker:
             torch.cuda.set_device(self.device)
         else:
             torch.set_num_threads(max(1, int(self.config.resources.cpus_per_worker)))
+        if self.config.evaluation is not None:  # a misnamed hook fails now, not after all the training
+            resolve_hook(self.config.evaluation.hook)
         self.tokenizer = load_tokenizer(self.config.model)
         self.data: TrainData = build_data(self.config, self.tokenizer)
         self.built = build_model(self.config, self.device, self.world_size)

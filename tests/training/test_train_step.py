@@ -1,0 +1,104 @@
+"""The training step in-process (FSDP2 on a 1-process gloo group, no Ray): accumulation and checkpoints are exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+from train_helpers import save_tiny_model
+
+from orchestration.data.batching import collate, step_micro_batches
+from orchestration.models import load_tokenizer
+from orchestration.training.checkpointing import gather_adapter, gather_optimizer, read_checkpoint, write_checkpoint
+from orchestration.training.config import TrainConfig
+from orchestration.training.setup import build_data, build_model, build_optimizer
+from orchestration.training.step import train_step
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def process_group(tmp_path_factory):
+    store = tmp_path_factory.mktemp("pg") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def setup(model_dir, accumulation: int):
+    config = TrainConfig.from_dict(
+        {
+            "model": str(model_dir),
+            "adapter": {"r": 4, "num_experts": 2},
+            "data": {"source": "arithmetic", "size": 64, "cutoff_len": 320, "labels": "response"},
+            "training": {"batch_size": 8, "gradient_accumulation": accumulation, "lr": 1e-2, "max_steps": 6},
+        }
+    )
+    tokenizer = load_tokenizer(config.model)
+    data = build_data(config, tokenizer)
+    built = build_model(config, CPU, world_size=1)
+    optimizer, scheduler = build_optimizer(config, built.params, data.total_steps)
+    return config, tokenizer, data, built, optimizer, scheduler
+
+
+def run_steps(parts, steps) -> list[float]:
+    config, tokenizer, data, built, optimizer, scheduler = parts
+    losses = []
+    for step in steps:
+        indices = step_micro_batches(
+            len(data.train),
+            step,
+            batch_size=8,
+            accumulation=config.training.gradient_accumulation,
+            rank=0,
+            world_size=1,
+            seed=0,
+        )
+        batches = [collate(data.train, i, tokenizer.pad_token_id) for i in indices]
+        stats = train_step(
+            built.model, optimizer, scheduler, batches, built.params, world_size=1, max_grad_norm=1.0, device=CPU
+        )
+        assert stats.finite
+        losses.append(stats.loss)
+    return losses
+
+
+def adapter(parts) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in gather_adapter(parts[3].model).items()}
+
+
+def test_gradient_accumulation_matches_one_big_micro_batch(process_group, model_dir):
+    whole, halves = setup(model_dir, 1), setup(model_dir, 2)
+    losses_whole, losses_halves = run_steps(whole, range(1, 5)), run_steps(halves, range(1, 5))
+    assert losses_whole == pytest.approx(losses_halves, abs=1e-5)
+    a, b = adapter(whole), adapter(halves)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_a_checkpoint_restores_adapter_optimizer_scheduler_and_step(process_group, model_dir, tmp_path):
+    straight = setup(model_dir, 1)
+    run_steps(straight, range(1, 7))
+    interrupted = setup(model_dir, 1)
+    run_steps(interrupted, range(1, 4))
+    _, _, _, built, optimizer, scheduler = interrupted
+    write_checkpoint(
+        tmp_path,
+        built.model,
+        built.adapter_config,
+        gather_adapter(built.model),
+        gather_optimizer(built.model, optimizer),
+        scheduler.state_dict(),
+        step=3,
+    )
+    resumed = setup(model_dir, 1)  # a fresh worker: new model, optimizer and schedule
+    _, _, _, built2, optimizer2, scheduler2 = resumed
+    assert read_checkpoint(tmp_path, built2.model, optimizer2, scheduler2) == 3
+    assert scheduler2.last_epoch == 3
+    run_steps(resumed, range(4, 7))
+    a, b = adapter(straight), adapter(resumed)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
