@@ -24,22 +24,19 @@ class MoLALayer(ExpertsLayer):
         active = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, top_i, True)
         self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active)
         tokens = x.reshape(-1, self.in_features)
-        k = self.config.top_k
-        # group the (token, slot) assignments by expert: one sort, one host sync, then one small GEMM pair each
+        r, k = self.config.r, self.config.top_k
+        # Group the (token, slot) assignments by expert with one sort and one gather. Every per-expert piece is
+        # a chunk of one split (of the gathered tokens, of the stacked A and B), so backward joins their
+        # gradients with one cat each instead of one full-size zero tensor per expert.
         expert_of = top_i.reshape(-1)
         order = torch.argsort(expert_of, stable=True)
         counts = torch.bincount(expert_of, minlength=self.num_experts).tolist()
         token_of = order // k
-        weight_of = weights.reshape(-1)[order].to(x.dtype).unsqueeze(-1)
-        A, B = self.expert_A(), self.expert_B()
-        out = tokens.new_zeros(tokens.shape[0], self.out_features)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count:
-                rows = token_of[start : start + count]
-                h = (tokens[rows] @ A[expert].T) * weight_of[start : start + count]
-                out.index_add_(0, rows, h @ B[:, expert].T)
-            start += count
+        inputs = tokens.index_select(0, token_of).split(counts)
+        gate = weights.reshape(-1)[order].to(x.dtype).unsqueeze(-1).split(counts)
+        A, B = self.A.weight.split(r, dim=0), self.B.weight.split(r, dim=1)  # A_i: r×n, B_i: m×r
+        outputs = [(inputs[i] @ A[i].T * gate[i]) @ B[i].T for i, count in enumerate(counts) if count]
+        out = tokens.new_zeros(tokens.shape[0], self.out_features).index_add_(0, token_of, torch.cat(outputs))
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def flops_per_token(self) -> int:
