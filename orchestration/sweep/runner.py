@@ -27,13 +27,15 @@ from orchestration.tracking import schema
 from orchestration.tracking.writer import SweepTracker, metric_key
 
 TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
+# Ray storage (Tune and Train storage_path) for a cluster: s3://bucket (or a folder every node mounts).
+STORAGE_ENV = "COMOL_STORAGE_PATH"
 
 
 @dataclass
 class SweepPaths:
     sweep_dir: Path
-    train_dir: Path
-    tune_dir: Path
+    train_dir: Path | str  # Ray storage: <sweep dir>/train, or $COMOL_STORAGE_PATH/<name>/train (may be s3://…)
+    tune_dir: Path | str
 
 
 @dataclass
@@ -73,7 +75,13 @@ def resolve_tracking(spec: SweepSpec, override: str | None) -> tuple[str, str | 
 
 def sweep_paths(spec: SweepSpec, override: str | None) -> SweepPaths:
     root = Path(override or spec.output_dir or Path.cwd() / "outputs" / "sweeps" / spec.name).expanduser().resolve()
-    return SweepPaths(root, root / "train", root / "tune")
+    storage = os.environ.get(STORAGE_ENV, "").strip()
+    if not storage:
+        return SweepPaths(root, root / "train", root / "tune")
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    base = f"{storage.rstrip('/')}/{spec.name}"
+    return SweepPaths(root, f"{base}/train", f"{base}/tune")
 
 
 def prepare(spec_path: str | Path, output_dir: str | None = None) -> tuple[SweepSpec, SweepPaths, SweepPlan]:
