@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_model
 from method_cases import CASES, MethodCase
+from tiny_models import tiny_config, tiny_model
 
 from comol import (
     METHODS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 from comol import TargetNotFoundError, adapter_layers, inject_adapter, make_config
 from comol.injection import matches_target

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
 from eval_helpers import char_tokenizer
+from tiny_models import tiny_model
 
 from comol.errors import ConfigError
 from orchestration.evaluation.benchmarks import evaluate_humaneval, evaluate_math, shard, training_hook

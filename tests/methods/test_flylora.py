@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from conftest import tiny_model
 from helpers import make_layer
 from safetensors.torch import load_file
+from tiny_models import tiny_model
 
 from comol import adapter_layers, inject_adapter, load_adapter, make_config, save_adapter
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
 from helpers import expert_weights, make_layer
+from tiny_models import tiny_model
 
 from comol import ConfigError, adapter_layers, aux_loss, cost_of, inject_adapter, make_config
 from comol.methods.mola import MoLAConfig

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_config
 from method_cases import CASES
+from tiny_models import tiny_config
 
 from comol import METHODS
 from orchestration.cli import main

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
 from helpers import expert_weights, make_layer
+from tiny_models import tiny_model
 
 from comol import adapter_layers, inject_adapter, make_config
 

@@ -1,0 +1,41 @@
+"""Tiny real transformers models built from a config (no downloads), importable from any test folder.
+
+Import these helpers as ``from tiny_models import tiny_model`` (``tests/`` is on pytest's pythonpath);
+never ``from conftest import ...``: a conftest.py in a subfolder would shadow the root one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_config(kind: str = "llama", **overrides):
+    """A 2-layer causal LM config; q/k/v/o/gate/up/down all present, shapes small and unequal."""
+    from transformers import LlamaConfig, Qwen3Config
+
+    common = dict(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    common.update(overrides)
+    if kind == "qwen3":
+        return Qwen3Config(head_dim=8, **common)
+    return LlamaConfig(**common)
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, **overrides) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, **overrides))
+    return model.eval()
