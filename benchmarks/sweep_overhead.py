@@ -1,0 +1,134 @@
+"""Sweep overhead: the wall time of a whole ``comol sweep`` against the summed compute of its trials.
+
+A grid of real trials (``--entry train``: a Ray Train V2 TorchTrainer with FSDP2 on CPU workers, the same path
+as the quickstart) on a tiny random Llama with a byte tokenizer, one trial at a time, tracked in a local SQLite
+MLflow store. "Trial compute" is what training each trial costs anyway — the ``train()`` call of the training
+entry (TorchTrainer start-up, steps, final checkpoint, evaluation), logged per run as ``time/train_s``.
+Everything else is the sweep's overhead: validation, MLflow bookkeeping, Ray start-up, Tune scheduling, trial
+drivers, artifact upload. Target: overhead ≤ 10 % of the summed trial compute.
+
+    python benchmarks/sweep_overhead.py                      # 4 trials of the real train entry
+    python benchmarks/sweep_overhead.py --entry smoke        # seconds-long in-process trials (fixed costs dominate)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+SPECIALS = ("<pad>", "<eos>")
+
+
+def tiny_model(folder: Path) -> Path:
+    """A 2-layer random Llama with a 258-token byte-level tokenizer, saved as a local model folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: i for i, token in enumerate([*SPECIALS, *sorted(alphabet)])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def spec_for(args: argparse.Namespace, model: Path, name: str) -> dict:
+    ranks = [2, 4, 8, 16][: max(1, args.trials // 2)]
+    return {
+        "name": name,
+        "entry": args.entry,
+        "seeds": [0],
+        "metric": "eval/loss" if args.entry == "smoke" else "train/loss",
+        "mode": "min",
+        "train": {
+            "model": str(model),
+            "adapter": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]},
+            "data": {"source": "arithmetic", "size": 64, "cutoff_len": 320, "labels": "response"},
+            "training": {"max_steps": args.steps, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0},
+            "logging": {"log_every": 1},
+            "resources": {"num_workers": args.workers, "cpus_per_worker": 1},
+        },
+        "search": {"grid": {"variants": [{"method": "lora"}, {"method": "comol", "experts": 4}], "rank": ranks}},
+        "resources": {"max_concurrent_trials": 1},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entry", choices=("train", "smoke"), default="train")
+    parser.add_argument("--trials", type=int, default=4, help="trials (an even number: LoRA and CoMoL per rank)")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per trial")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers per trial (train entry)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (MLflow store, sweep outputs)")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestration.sweep.runner import run_sweep
+    from orchestration.sweep.spec import parse_spec
+    from orchestration.tracking import schema
+    from orchestration.tracking.writer import SweepTracker
+
+    root = Path(tempfile.mkdtemp(prefix="comol-overhead-"))
+    os.chdir(root)  # the default local SQLite store and artifact folder land here
+    console = Console(soft_wrap=True)
+    try:
+        model = tiny_model(root / "model")
+        name = f"overhead-{args.entry}"
+        spec = parse_spec(spec_for(args, model, name))
+        started = time.perf_counter()
+        result = run_sweep(spec, console=console)
+        wall = time.perf_counter() - started
+        if not result.complete:
+            raise SystemExit(f"the sweep did not complete ({result.finished}/{result.planned}); see {root}")
+        tracker = SweepTracker(result.uri, name)
+        tracker.ensure_experiment()
+        runs = list(tracker.finished().values())
+        compute_key = schema.METRIC_TRAIN_TIME
+        compute = sum(r.data.metrics[compute_key] for r in runs)
+        driver = sum(r.data.metrics["time/trial_s"] for r in runs)
+        overhead = wall - compute
+        title = f"sweep overhead: {len(runs)} trials, entry={args.entry}, {args.steps} steps, one at a time"
+        table = Table(title=title)
+        table.add_column("figure")
+        table.add_column("seconds", justify="right")
+        table.add_column("share of trial compute", justify="right")
+        table.add_row("sweep wall time (validation → summary, Ray start included)", f"{wall:.1f}", "")
+        table.add_row(f"summed trial compute (Σ {compute_key})", f"{compute:.1f}", "100.0 %")
+        table.add_row("  mean per trial", f"{compute / len(runs):.1f}", "")
+        table.add_row("summed trial-driver time (Σ time/trial_s: + cost, config, artifacts)", f"{driver:.1f}", "")
+        table.add_row("sweep overhead (wall − compute)", f"{overhead:.1f}", f"{100 * overhead / compute:.1f} %")
+        console.print(table)
+        console.print("sweep phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.phases.items()))
+        console.print(f"Tune time not in trial compute: {result.phases.get('tune', 0) - compute:.1f} s")
+        verdict = "meets" if overhead <= 0.10 * compute else "MISSES"
+        console.print(f"overhead {100 * overhead / compute:.1f} % of trial compute: {verdict} the ≤ 10 % target")
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
