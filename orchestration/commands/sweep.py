@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         f"[bold]sweep {result.name} {status}[/]: {result.finished}/{result.planned} trials finished "
         f"({result.ran} run now, {result.failed} failed) in {result.wall_s:.0f} s"
     )
+    console.print("[dim]phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.phases.items()) + "[/]")
     experiment = schema.experiment_name(result.name)
     for line in where_to_look(result.uri, experiment, result.experiment_id, result.parent_run_id):
         console.print(line)

@@ -50,6 +50,7 @@ class SweepResult:
     failed: int
     wall_s: float
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per configuration: seed mean ± std
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: plan, mlflow, ray_start, tune, summary, …
 
     @property
     def complete(self) -> bool:
@@ -226,6 +227,78 @@ def where_to_look(uri: str, experiment: str, experiment_id: str, parent_run_id: 
     return lines
 
 
+@dataclass
+class _Record:
+    """The sweep's MLflow record and what is left to run, as found when the sweep starts."""
+
+    tracker: SweepTracker
+    parent_run_id: str
+    planned: int
+    already: int
+    remaining: list[TrialPlan]  # grid: the trials still to run
+    to_run: int
+    optuna: Any = None  # OptunaState
+
+
+def _open_record(
+    spec: SweepSpec, sweep_plan: SweepPlan, paths: SweepPaths, uri: str, artifacts: str | None, resume: bool
+) -> _Record:
+    """Experiment, parent run, finished trials (and the Optuna study): MLflow decides what is still to do."""
+    from orchestration.sweep.search import optuna_searcher
+
+    tracker = SweepTracker(uri, spec.name, artifacts)
+    tracker.ensure_experiment()
+    if tracker.find_parent() is not None and not resume:
+        raise ConfigError(
+            "--resume",
+            f"sweep {spec.name!r} already has a record in {uri}; pass --resume to continue it "
+            "(finished trials are not re-run), or give the sweep another name",
+        )
+    parent_run_id = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    done = tracker.finished()
+    if spec.search.kind == "grid":
+        remaining = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
+        planned = len(sweep_plan.trials)
+        return _Record(tracker, parent_run_id, planned, planned - len(remaining), remaining, len(remaining))
+    state = optuna_searcher(spec, paths.sweep_dir)
+    planned = spec.search.optuna.num_samples * len(spec.seeds)
+    to_run = state.remaining * len(spec.seeds)
+    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state)
+
+
+def _tuner(spec: SweepSpec, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
+    """The Tuner: a grid over the missing trial keys, or Repeater(Optuna) (+ ASHA) for the remaining budget."""
+    from ray import tune
+
+    from orchestration.sweep.search import asha_scheduler
+    from orchestration.sweep.trainable import run_trial
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
+    common = dict(
+        max_concurrent_trials=concurrency(spec),
+        reuse_actors=True,  # a trial driver costs seconds of imports: keep it for the next trial
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
+    )
+    if spec.search.kind == "grid":
+        tune_config = tune.TuneConfig(num_samples=1, **common)
+        param_space: dict[str, Any] = {"trial": tune.grid_search([t.key for t in record.remaining])}
+    else:
+        tune_config = tune.TuneConfig(
+            search_alg=record.optuna.searcher, scheduler=asha_scheduler(spec), num_samples=record.to_run, **common
+        )
+        param_space = {}
+    run_config = tune.RunConfig(
+        name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        storage_path=str(paths.tune_dir),
+        failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+        callbacks=[progress],
+        verbose=0,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -237,123 +310,106 @@ def run_sweep(
     console: Console | None = None,
 ) -> SweepResult:
     """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
-    from ray import tune
+    from concurrent.futures import ThreadPoolExecutor
 
     from orchestration.sweep.progress import SweepProgress
-    from orchestration.sweep.search import asha_scheduler, optuna_searcher
-    from orchestration.sweep.trainable import SweepContext, run_trial
+    from orchestration.sweep.trainable import SweepContext
 
     console = console or Console()
-    started = time.perf_counter()
-    spec, paths, sweep_plan = prepare_spec(spec, output_dir)
-    uri, artifact_location = resolve_tracking(spec, tracking_uri)
-    tracker = SweepTracker(uri, spec.name, artifact_location)
-    tracker.ensure_experiment()
-    if tracker.find_parent() is not None and not resume:
-        raise ConfigError(
-            "--resume",
-            f"sweep {spec.name!r} already has a record in {uri}; pass --resume to continue it "
-            "(finished trials are not re-run), or give the sweep another name",
-        )
-    parent_run_id = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
-    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
-    done = tracker.finished()
-    seeds = len(spec.seeds)
+    started = mark = time.perf_counter()
+    phases: dict[str, float] = {}
 
-    if spec.search.kind == "grid":
-        remaining: list[TrialPlan] = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
-        planned = len(sweep_plan.trials)
-        already = planned - len(remaining)
-        to_run = len(remaining)
-    else:
-        optuna_state = optuna_searcher(spec, paths.sweep_dir)
-        planned = spec.search.optuna.num_samples * seeds
-        to_run = optuna_state.remaining * seeds
-        already = planned - to_run
-        remaining = []
-    console.print(
-        f"[bold]sweep {spec.name}[/] ({spec.search.kind}): {planned} trials planned, {already} already finished "
-        f"in MLflow, {to_run} to run"
-    )
-    if spec.search.kind == "optuna" and (optuna_state.told or optuna_state.requeued):
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark
+        mark = now
+
+    spec, paths, sweep_plan = prepare_spec(spec, output_dir)  # every trial validated: nothing started yet
+    uri, artifacts = resolve_tracking(spec, tracking_uri)
+    if uri == default_tracking_uri() and (address or os.environ.get("RAY_ADDRESS")):
         console.print(
-            f"optuna study resumed: {optuna_state.told} configurations learned, "
-            f"{optuna_state.requeued} interrupted ones enqueued again"
+            f"[yellow]note:[/] tracking to {uri}, in this job's working directory; give the spec a tracking.uri "
+            "(or --tracking-uri) of a server or shared path to keep the record outside the job"
+        )
+    phase("plan")
+    handle: RayHandle | None = None
+    if resume:  # the record decides whether Ray is needed at all
+        record = _open_record(spec, sweep_plan, paths, uri, artifacts, resume)
+        phase("mlflow")
+    else:  # a new sweep always has trials to run: start Ray while MLflow is being set up
+        with ThreadPoolExecutor(1, thread_name_prefix="comol-mlflow") as pool:
+            opening = pool.submit(_open_record, spec, sweep_plan, paths, uri, artifacts, resume)
+            handle = connect_ray(address, temp_dir=ray_temp_dir)
+            try:
+                record = opening.result()
+            except BaseException:
+                handle.close()
+                raise
+        phase("mlflow_and_ray_start")
+    console.print(
+        f"[bold]sweep {spec.name}[/] ({spec.search.kind}): {record.planned} trials planned, {record.already} "
+        f"already finished in MLflow, {record.to_run} to run"
+    )
+    if record.optuna is not None and (record.optuna.told or record.optuna.requeued):
+        console.print(
+            f"optuna study resumed: {record.optuna.told} configurations learned, "
+            f"{record.optuna.requeued} interrupted ones enqueued again"
         )
 
     failed = ran = 0
-    if to_run:
+    if record.to_run:
         # Per-step reports (for ASHA and progress) carry train/*, only the final one the sweep metric: Tune's
         # strict check would reject the first. The searcher still sees the metric (Repeater reads the last).
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-        handle = connect_ray(address, temp_dir=ray_temp_dir)
+        if handle is None:
+            handle = connect_ray(address, temp_dir=ray_temp_dir)
+            phase("ray_start")
         try:
             context = SweepContext(
                 spec=spec.model_dump(mode="json"),
                 uri=uri,
-                experiment_id=tracker.experiment_id,
-                parent_run_id=parent_run_id,
+                experiment_id=record.tracker.experiment_id,
+                parent_run_id=record.parent_run_id,
                 sweep_dir=str(paths.sweep_dir),
                 train_dir=str(paths.train_dir),
-                trials={t.key: t for t in remaining},
+                trials={t.key: t for t in record.remaining},
             )
-            trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
-            progress = SweepProgress(context, planned, already, metric_key(spec.metric), console)
-            if spec.search.kind == "grid":
-                tune_config = tune.TuneConfig(
-                    num_samples=1,
-                    max_concurrent_trials=concurrency(spec),
-                    reuse_actors=True,  # a trial driver costs seconds of imports; keep it for the next trial
-                    trial_name_creator=_trial_name,
-                    trial_dirname_creator=_trial_name,
-                )
-                param_space: dict[str, Any] = {"trial": tune.grid_search([t.key for t in remaining])}
-            else:
-                tune_config = tune.TuneConfig(
-                    search_alg=optuna_state.searcher,
-                    scheduler=asha_scheduler(spec),
-                    num_samples=to_run,
-                    max_concurrent_trials=concurrency(spec),
-                    reuse_actors=True,  # a trial driver costs seconds of imports; keep it for the next trial
-                    trial_name_creator=_trial_name,
-                    trial_dirname_creator=_trial_name,
-                )
-                param_space = {}
-            run_config = tune.RunConfig(
-                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                storage_path=str(paths.tune_dir),
-                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                callbacks=[progress],
-                verbose=0,
-            )
-            tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+            progress = SweepProgress(context, record.planned, record.already, metric_key(spec.metric), console)
+            tuner = _tuner(spec, record, context, progress, paths)
+            phase("tune_setup")
             try:
                 results = tuner.fit()
             finally:
                 progress.close()
+            phase("tune")
             failed = sum(1 for r in results if r.error is not None)
             ran = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial/cached") == 0)
         finally:
             handle.close(keep_logs=failed > 0)
+            phase("ray_stop")
+    elif handle is not None:
+        handle.close()
+    return _finish(spec, record, uri, ran, failed, started, phases, phase)
 
+
+def _finish(
+    spec: SweepSpec, record: _Record, uri: str, ran: int, failed: int, started: float, phases: dict, phase: Any
+) -> SweepResult:
+    """Summarise from MLflow (the source of truth) and close the parent run."""
+    tracker = record.tracker
     finished = len(tracker.finished())
     rows = _summary_rows(tracker, spec)
     result = SweepResult(
-        spec.name,
-        uri,
-        tracker.experiment_id,
-        parent_run_id,
-        planned,
-        finished,
-        ran,
-        failed,
-        time.perf_counter() - started,
-        rows,
+        spec.name, uri, tracker.experiment_id, record.parent_run_id, record.planned, finished, ran, failed, 0.0, rows
     )
-    tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": planned})
+    tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": record.planned})
     if rows and not math.isnan(rows[0]["mean"]):
         tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
     tracker.end("FINISHED" if result.complete else "FAILED")
+    phase("summary")
+    result.phases = phases
+    result.wall_s = time.perf_counter() - started
     return result
 
 

@@ -93,6 +93,7 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
     generator = torch.Generator().manual_seed(config.training.seed)
     started = time.perf_counter()
     window = time.perf_counter()
+    last_metrics: dict[str, float] = {}
     for step in range(1, steps + 1):
         data = progressions(batch, vocab, generator)
         loss = model(input_ids=data, labels=data).loss + aux_loss(model)
@@ -112,6 +113,7 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
             }
             window = now
             _report_step(recorder, metrics, step)
+            last_metrics = metrics
     train_s = time.perf_counter() - started
     model.eval()
     eval_loss, accuracy = _evaluate(model, vocab)
@@ -123,4 +125,4 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
         "eval/average": accuracy,
         "time/train_s": train_s,
     }
-    return TrialOutcome(metrics, adapter_dir, [generations], steps)
+    return TrialOutcome(metrics, adapter_dir, [generations], steps, last_metrics)

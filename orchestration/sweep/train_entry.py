@@ -95,7 +95,10 @@ def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
     result = train(plan.train, run_name=plan.run_name, on_metrics=on_metrics, callbacks=[SchemaTuneReport()])
     train_s = time.perf_counter() - started
     # train/* of the last step are already in the step history; the final record adds eval/* and costs.
-    final = {k: v for k, v in schema_metrics(result.metrics).items() if k != "step" and not k.startswith("train/")}
+    reported = {k: v for k, v in schema_metrics(result.metrics).items() if k != "step"}
+    final = {k: v for k, v in reported.items() if not k.startswith("train/")}
+    last_step_metrics = {k: v for k, v in reported.items() if k.startswith("train/")}
     final.update({schema.METRIC_TRAIN_TIME: train_s, "train/resumed_from_step": result.resumed_from_step})
     generations = split_generations(plan, workdir / schema.GENERATIONS_DIR)
-    return TrialOutcome(final, Path(result.adapter_path), generations, last_step or int(result.metrics.get("step", 0)))
+    step = last_step or int(result.metrics.get("step", 0))
+    return TrialOutcome(final, Path(result.adapter_path), generations, step, last_step_metrics)

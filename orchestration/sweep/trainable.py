@@ -42,6 +42,7 @@ class TrialOutcome:
     adapter_dir: Path | None = None
     generations: list[Path] = field(default_factory=list)
     last_step: int = 0
+    last_step_metrics: dict[str, float] = field(default_factory=dict)  # already in the step history
 
 
 Body = Callable[[TrialPlan, TrialRecorder, Path], TrialOutcome]
@@ -148,12 +149,14 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
         recorder.log_config(plan.train)
         outcome = load_body(spec.entry)(plan, recorder, workdir)
         final = {**outcome.metrics, METRIC_TRIAL_TIME: time.perf_counter() - started}
-        if metric_key(spec.metric) not in {metric_key(k) for k in final}:
-            raise KeyError(f"the trial produced no {spec.metric!r} (spec.metric); it produced: {sorted(final)}")
+        produced = {metric_key(k) for k in [*final, *outcome.last_step_metrics]}
+        if metric_key(spec.metric) not in produced:
+            raise KeyError(f"the trial produced no {spec.metric!r} (spec.metric); it produced: {sorted(produced)}")
         if outcome.adapter_dir is not None:
             recorder.log_adapter(outcome.adapter_dir)
         recorder.log_generations(outcome.generations)
-        recorded = {**cost, **recorder.log_final(final, step=outcome.last_step)}
+        last = {metric_key(k): v for k, v in outcome.last_step_metrics.items()}
+        recorded = {**last, **cost, **recorder.log_final(final, step=outcome.last_step)}
     except SystemExit:  # Tune's way of stopping a trial the scheduler (ASHA) cut short, at a report
         recorder.end("KILLED", pruned=True)
         raise

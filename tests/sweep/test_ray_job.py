@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,16 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     try:
         assert head.returncode == 0, head.stdout + head.stderr
         head_pgid = _pgid_of(temp_dir)
-        job = subprocess.run(
-            [
-                "ray", "job", "submit", f"--address=http://127.0.0.1:{dashboard}", f"--working-dir={REPO}", "--",
-                "comol", "sweep", str(path), "--tracking-uri", mlflow_server.uri, "--output-dir", str(out),
-            ],
-            capture_output=True, text=True, env=env, timeout=420, cwd=REPO,
-        )  # fmt: skip
+        submit = [
+            "ray", "job", "submit", f"--address=http://127.0.0.1:{dashboard}", f"--working-dir={REPO}", "--",
+            "comol", "sweep", str(path), "--tracking-uri", mlflow_server.uri, "--output-dir", str(out),
+        ]  # fmt: skip
+        deadline = time.monotonic() + 90
+        while True:  # the head's job agent registers a little after `ray start` returns; no job exists until then
+            job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=420, cwd=REPO)
+            if "No available agent to submit job" not in job.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         logs = job.stdout[-4000:] + job.stderr[-2000:]
         assert job.returncode == 0, logs
         assert "succeeded" in job.stdout.lower(), logs
