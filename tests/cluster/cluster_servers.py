@@ -1,0 +1,331 @@
+"""The cluster's roles without Docker, for tests: a real PostgreSQL, the image's MLflow entrypoint on it, and a
+Ray head plus a worker node started with ``ray start``. Each piece is stopped by its own process group (and
+its own temp dir), never by a machine-wide ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ENTRYPOINT = REPO / "docker" / "mlflow-entrypoint.sh"
+CREATE_USER = REPO / "docker" / "mlflow_create_user.py"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This process's environment minus anything that would point a child at another cluster or server."""
+    drop = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal the process group a test started (``start_new_session``), then kill it if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited early ({process.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+def postgres_bindir() -> Path:
+    """The newest Debian PostgreSQL server binaries (/usr/lib/postgresql/N/bin), else whatever is on PATH."""
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if found:
+        newest = max(found, key=lambda p: int(re.search(r"/postgresql/(\d+)/", p).group(1)))
+        return Path(newest).parent
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql (.ci/run does it on CI)")
+    return Path(initdb).parent
+
+
+@dataclass
+class Postgres:
+    """A private PostgreSQL server: own data dir, TCP on 127.0.0.1 only, unix socket in its own temp dir."""
+
+    root: Path
+    port: int
+    user: str
+    password: str
+    process: subprocess.Popen
+
+    def uri(self, database: str) -> str:
+        """A libpq URI (psycopg2.connect)."""
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def sqlalchemy_uri(self, database: str) -> str:
+        """For MLflow: the driver named, as in compose (SQLAlchemy 2.1 means psycopg 3 by a bare postgresql://)."""
+        return self.uri(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(self.uri("postgres"))
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        stop_group(self.process, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres(timeout: float = 60) -> Postgres:
+    """initdb + postgres as an unprivileged user (PostgreSQL refuses to run as root): ``postgres`` under root,
+    else the current user. Password (SCRAM) authentication on every connection, as on a real server."""
+    import psycopg2
+
+    bindir = postgres_bindir()
+    root = Path(tempfile.mkdtemp(prefix="cpg", dir="/tmp"))  # short: unix socket paths are length-limited
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    root.chmod(0o700)
+    user, password = "mlflow", secrets.token_hex(16)
+    pwfile = root / "pwfile"
+    pwfile.write_text(password + "\n")
+    if run_as:
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+    pwfile.chmod(0o600)
+    initdb = subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
+         "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    pwfile.unlink()
+    if initdb.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
+    port = free_port()
+    log = open(root / "postgres.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [*run_as, str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root),
+         "-c", "listen_addresses=127.0.0.1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    server = Postgres(root, port, user, password, process)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            text = (root / "postgres.log").read_text()[-3000:]
+            shutil.rmtree(root, ignore_errors=True)
+            raise RuntimeError(f"postgres exited early:\n{text}")
+        try:
+            psycopg2.connect(server.uri("postgres"), connect_timeout=2).close()
+            return server
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise
+            time.sleep(0.3)
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+@dataclass
+class AuthMlflow:
+    """``docker/mlflow-entrypoint.sh`` (the image's MLflow role) run as is: basic auth, PostgreSQL backend,
+    proxied artifacts in a folder standing in for the bucket."""
+
+    uri: str
+    root: Path
+    admin: tuple[str, str]
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        stop_group(self.process)
+
+    def wait(self, timeout: float = 180) -> None:
+        """Until /health answers (it is not behind auth); the server is stopped if it never does."""
+        try:
+            wait_http(f"{self.uri}/health", self.process, self.root / "mlflow.log", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def create_user(self, username: str, password: str) -> str:
+        """``docker/mlflow_create_user.py`` (compose's mlflow-users service), called in-process as the admin."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("comol_mlflow_create_user", CREATE_USER)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        admin = {"MLFLOW_TRACKING_USERNAME": self.admin[0], "MLFLOW_TRACKING_PASSWORD": self.admin[1]}
+        saved = {k: os.environ.get(k) for k in admin}
+        os.environ.update(admin)  # MLflow's client reads the credentials from the environment
+        try:
+            return module.ensure_user(self.uri, username, password)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def launch_auth_mlflow(postgres: Postgres, root: Path) -> AuthMlflow:
+    """Start the entrypoint without waiting (its first start migrates the database: tens of seconds)."""
+    postgres.create_database("mlflow")
+    home = root / "home"
+    home.mkdir(parents=True)
+    port = free_port()
+    admin = ("admin", secrets.token_urlsafe(18))
+    env = base_env(
+        HOME=str(home),
+        MLFLOW_BACKEND_STORE_URI=postgres.sqlalchemy_uri("mlflow"),
+        MLFLOW_AUTH_DATABASE_URI=postgres.sqlalchemy_uri("mlflow"),  # as in compose: one database, own tables
+        MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"),
+        MLFLOW_AUTH_ADMIN_USERNAME=admin[0],
+        MLFLOW_AUTH_ADMIN_PASSWORD=admin[1],
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        MLFLOW_HOST="127.0.0.1",
+        MLFLOW_PORT=str(port),
+        MLFLOW_WORKERS="1",
+    )
+    log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        ["sh", str(ENTRYPOINT)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return AuthMlflow(f"http://127.0.0.1:{port}", root, admin, process)
+
+
+def start_auth_mlflow(postgres: Postgres, root: Path, timeout: float = 180) -> AuthMlflow:
+    server = launch_auth_mlflow(postgres, root)
+    server.wait(timeout)
+    return server
+
+
+# --- Ray ------------------------------------------------------------------------------------------
+@dataclass
+class RayCluster:
+    """A head (no CPU: it only schedules and runs job drivers, as in compose) and one worker node."""
+
+    temp_dirs: list[str]  # one per node: nodes sharing one would share (and garbage-collect) job working dirs
+    address: str
+    dashboard: str
+    token: str
+    env: dict[str, str]
+    starts: list[subprocess.CompletedProcess] = field(default_factory=list)
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """What a user's shell needs to submit: the auth mode and token, nothing of the cluster's secrets."""
+        return base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, **extra)
+
+    def stop(self) -> None:
+        """Kill every process that names one of this cluster's temp dirs (ours alone), then remove them."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            left = {pid for temp_dir in self.temp_dirs for pid in processes_naming(temp_dir)}
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def processes_naming(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker`` (a temp dir only the cluster we started uses)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def start_ray_cluster(node_env: dict[str, str], worker_cpus: int = 2, timeout: float = 120) -> RayCluster:
+    """``ray start --head`` then ``ray start --address`` of a worker, with token auth pinned on both sides.
+
+    ``node_env`` is what compose's x-ray-env gives every node (tracking server, account, storage path):
+    jobs, trials and train workers inherit it from their node.
+    """
+    temp_dirs = [tempfile.mkdtemp(prefix=p, dir="/tmp") for p in ("cch", "ccw")]  # short: socket path limits
+    token = secrets.token_hex(32)
+    env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, **node_env)
+    port, dashboard = free_port(), free_port()
+    cluster = RayCluster(temp_dirs, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", token, env)
+
+    def node(temp_dir: str) -> list[str]:
+        """Options every node gets: its own temp dir and agent port (the default 52365 may be taken)."""
+        return ["--disable-usage-stats", f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1",
+                "--object-store-memory=200000000", f"--dashboard-agent-listen-port={free_port()}"]  # fmt: skip
+
+    head = [
+        "ray", "start", "--head", f"--port={port}", "--num-cpus=0", "--num-gpus=0",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
+        *node(temp_dirs[0]),
+    ]  # fmt: skip
+    worker = ["ray", "start", f"--address={cluster.address}", f"--num-cpus={worker_cpus}", "--num-gpus=0"]
+    worker += node(temp_dirs[1])
+    try:
+        for command in (head, worker):
+            started = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True
+            )
+            cluster.starts.append(started)
+            if started.returncode != 0:
+                text = f"{started.stdout[-3000:]}\n{started.stderr[-3000:]}"
+                raise RuntimeError(f"{' '.join(command[:3])} failed:\n{text}")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
