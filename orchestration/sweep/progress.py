@@ -40,6 +40,7 @@ class SweepProgress(tune.Callback):
         self.failed = 0
         self.pruned = 0
         self._plans: dict[str, TrialPlan] = {}
+        self._started: set[str] = set()
         self._bar: Progress | None = None
         self._task: Any = None
         if console.is_terminal:
@@ -75,6 +76,9 @@ class SweepProgress(tune.Callback):
             self._bar.update(self._task, completed=self.completed)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self._started:  # Tune reports a reused actor's start again
+            return
+        self._started.add(trial.trial_id)
         plan = self._plan(trial)
         self.console.print(f"[cyan]▶ start[/]  {describe(plan)}  [dim]({plan.key})[/]")
 

@@ -167,6 +167,7 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 # --- the sweep ------------------------------------------------------------------------------------
 def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]]:
+    """One row per configuration from its FINISHED runs: the metric's seed mean ± sample std, best first."""
     metric = metric_key(spec.metric)
     by_config: dict[str, list[Any]] = {}
     for (config_id, _seed), run in sorted(tracker.finished().items()):
@@ -180,10 +181,10 @@ def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]
             {
                 "config_id": config_id,
                 "method": runs[0].data.tags.get(schema.METHOD, "?"),
-                "rank": params.get("adapter.r", ""),
-                "experts": params.get("adapter.num_experts", ""),
-                "core_routing": params.get("adapter.core_routing", ""),
-                "alpha": params.get("adapter.alpha", ""),
+                "rank": params.get(schema.PARAM_RANK, ""),
+                "experts": params.get(schema.PARAM_EXPERTS, ""),
+                "core_routing": params.get(schema.PARAM_CORE_ROUTING, ""),
+                "alpha": params.get(schema.PARAM_ALPHA, ""),
                 "lr": params.get("training.lr", ""),
                 "seeds": len(runs),
                 "mean": statistics.fmean(values) if values else math.nan,
@@ -191,27 +192,31 @@ def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]
                 "trainable": runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan),
             }
         )
-    rows.sort(key=lambda r: r["mean"] if not math.isnan(r["mean"]) else -math.inf, reverse=spec.mode == "max")
+    sign = -1.0 if spec.mode == "max" else 1.0
+    rows.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not math.isnan(r["mean"]) else 0.0))
     return rows
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """``comol r=8 N=4 CR α=8.0 lr=0.002``: the configuration in one short string."""
+    parts = [row["method"], f"r={row['rank']}"]
+    if row["experts"]:
+        parts.append(f"N={row['experts']}")
+    if row["core_routing"]:
+        parts.append("CR" if row["core_routing"] == "True" else "w/o CR")
+    return " ".join([*parts, f"α={row['alpha']}", f"lr={row['lr']}"])
+
+
 def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
-    table = Table(title=f"{metric}: mean ± std over seeds")
-    for column in ("method", "rank", "experts", "core_routing", "alpha", "lr", "seeds", metric, "trainable", "config"):
-        table.add_column(column, justify="right" if column not in ("method", "config") else "left")
+    table = Table(title=f"{metric}: mean ± std over seeds, best first")
+    table.add_column("configuration")
+    table.add_column("seeds", justify="right")
+    table.add_column(metric, justify="right")
+    table.add_column("trainable", justify="right")
+    table.add_column("config_id")
     for r in rows:
-        table.add_row(
-            r["method"],
-            r["rank"],
-            r["experts"] or "-",
-            r["core_routing"] or "-",
-            r["alpha"],
-            r["lr"],
-            str(r["seeds"]),
-            f"{r['mean']:.4f} ± {r['std']:.4f}",
-            f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?",
-            r["config_id"],
-        )
+        trainable = f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?"
+        table.add_row(row_label(r), str(r["seeds"]), f"{r['mean']:.4f} ± {r['std']:.4f}", trainable, r["config_id"])
     return table
 
 

@@ -173,10 +173,13 @@ def resolve_trial(
     config_id = schema.config_id(identity)
     run_name = f"{spec.name}-{config_id}-s{seed}"
     resolved.update(name=spec.name, run_name=run_name, output_dir=train_dir)
-    if resolved.get("evaluation") and "://" not in train_dir:
+    if resolved.get("evaluation"):
         # Where rank 0 of the evaluation hook writes the generations: per trial, never shared between trials.
+        # Remote storage (s3://) cannot be written as a file: then a node-local path, which the trial driver
+        # reads when it shares rank 0's node (see train_entry.split_generations).
+        folder = f"{train_dir}/{run_name}" if "://" not in train_dir else f"/tmp/comol-generations/{run_name}"
         options = resolved["evaluation"].setdefault("options", {})
-        options["generations_path"] = f"{train_dir}/{run_name}/{GENERATIONS_FILE}"
+        options["generations_path"] = f"{folder}/{GENERATIONS_FILE}"
     return TrialPlan(config_id, seed, method, dict(point), resolved, run_name)
 
 

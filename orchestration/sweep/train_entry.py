@@ -78,6 +78,20 @@ def split_generations(plan: TrialPlan, folder: Path) -> list[Path]:
     return paths
 
 
+def local_adapter(adapter_path: str, storage: str, target: Path) -> Path:
+    """The final adapter as a local folder: as is on local storage, copied down from remote storage (s3://…),
+    for which Ray gives checkpoint paths without their scheme."""
+    if Path(adapter_path).is_dir():
+        return Path(adapter_path)
+    import pyarrow.fs
+
+    scheme = storage.split("://", 1)[0] if "://" in storage else None
+    source = adapter_path if scheme is None or "://" in adapter_path else f"{scheme}://{adapter_path}"
+    target.mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(source, str(target))
+    return target
+
+
 def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
     from orchestration.training.launch import train
 
@@ -101,4 +115,5 @@ def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
     final.update({schema.METRIC_TRAIN_TIME: train_s, "train/resumed_from_step": result.resumed_from_step})
     generations = split_generations(plan, workdir / schema.GENERATIONS_DIR)
     step = last_step or int(result.metrics.get("step", 0))
-    return TrialOutcome(final, Path(result.adapter_path), generations, step, last_step_metrics)
+    adapter = local_adapter(result.adapter_path, plan.train["output_dir"], workdir / "adapter")
+    return TrialOutcome(final, adapter, generations, step, last_step_metrics)
