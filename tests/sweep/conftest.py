@@ -12,11 +12,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """A real local Ray (2 CPUs, no dashboard) with its own short temp dir, shared by in-process sweeps."""
+    """A real local Ray (2 CPUs, no dashboard) with its own short temp dir for one module's in-process sweeps.
+
+    Module scope: other folders start their own Ray with their own runtime env, so none may outlive its module.
+    """
     import ray
 
+    if ray.is_initialized():
+        yield ray
+        return
     temp_dir = tempfile.mkdtemp(prefix="crt", dir="/tmp")
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     yield ray
