@@ -110,7 +110,7 @@ class _Worker:
             "lm_loss": sum(s.lm_loss for s in window) / len(window),
             "aux_loss": sum(s.aux_loss for s in window) / len(window),
             "grad_norm": window[-1].grad_norm,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": window[-1].lr,
             "tokens_per_s": tokens_per_s,
             "peak_mem_gb": float(peak_mem),
         }
@@ -207,7 +207,7 @@ class _Worker:
     def diverged(self, step: int, stats: StepStats) -> dict[str, Any]:
         message = (
             f"non-finite training loss at step {step}: loss={stats.loss}, grad_norm={stats.grad_norm} "
-            f"(lr {self.scheduler.get_last_lr()[0]:g}); the run stopped without applying this step"
+            f"(lr {stats.lr:g}); the run stopped without applying this step"
         )
         metrics = self.base_metrics(step) | {"status": "diverged", "loss": stats.loss, "error": message}
         ray.train.report(metrics)

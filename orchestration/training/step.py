@@ -30,6 +30,7 @@ class StepStats:
     aux_loss: float
     grad_norm: float
     tokens: int  # non-padding input tokens, all ranks
+    lr: float  # the learning rate this step used (the scheduler has moved on after it)
 
     @property
     def finite(self) -> bool:
@@ -83,7 +84,8 @@ def train_step(
     grad_norm = clip_grad_norm(params, max_grad_norm)
     lm_total, aux_total = _all_reduce([float(lm_sum), float(aux_sum)], device)
     lm_loss, aux_mean = lm_total / global_labels, aux_total / world_size
-    stats = StepStats(lm_loss + aux_mean, lm_loss, aux_mean, grad_norm, int(global_tokens))
+    lr = float(optimizer.param_groups[0]["lr"])
+    stats = StepStats(lm_loss + aux_mean, lm_loss, aux_mean, grad_norm, int(global_tokens), lr)
     if stats.finite:
         optimizer.step()
         scheduler.step()
