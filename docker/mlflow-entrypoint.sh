@@ -25,6 +25,8 @@ for name in MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_BAC
 done
 
 umask 077
+# Every request checks its password with scrypt (~0.1-1 s of CPU): successful checks are cached per worker for
+# MLFLOW_AUTH_CACHE_TTL_SECONDS (0 turns the cache off); a changed password may still work that long.
 auth_ini="${HOME:?}/basic_auth.ini"
 # configparser interpolates '%': a URL-encoded password (%40 …) must be written as '%%'.
 auth_db=$(printf '%s' "$MLFLOW_AUTH_DATABASE_URI" | sed 's/%/%%/g')
@@ -34,6 +36,7 @@ default_permission = ${MLFLOW_DEFAULT_PERMISSION:-READ}
 database_uri = ${auth_db}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-60}
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$auth_ini"
 

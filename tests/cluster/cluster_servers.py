@@ -116,7 +116,7 @@ class Postgres:
             connection.close()
 
     def stop(self) -> None:
-        stop_group(self.process, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+        stop_group(self.process, signal.SIGQUIT)  # immediate shutdown: the data dir is deleted next anyway
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -184,7 +184,7 @@ class AuthMlflow:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        stop_group(self.process)
+        stop_group(self.process, timeout=5)  # uvicorn waits on idle keep-alive clients: don't wait long
 
     def wait(self, timeout: float = 180) -> None:
         """Until /health answers (it is not behind auth); the server is stopped if it never does."""
