@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from tiny_models import SHARED_DATA, tiny_config, tiny_model  # noqa: F401 - re-exported for fixtures
 
+# Ray reads RAY_AUTH_MODE once, when it is first imported, and a local ray.init() turns token auth on when
+# it is unset: pin it here, before any test module imports Ray, so every in-process and subprocess
+# cluster of the session agrees (platform notes).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
