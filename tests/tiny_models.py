@@ -39,3 +39,19 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides) -> torch.nn.Modu
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(kind, **overrides))
     return model.eval()
+
+
+BYTE_SPECIALS = ("<pad>", "<eos>")
+
+
+def byte_tokenizer():
+    """Every byte is a token (no merges): real `tokenizers` machinery with a 258-token vocabulary, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: i for i, token in enumerate([*BYTE_SPECIALS, *sorted(alphabet)])}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")

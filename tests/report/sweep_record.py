@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from tiny_models import tiny_model
 
 from comol import count_cost, inject_adapter, make_config, save_adapter
 from orchestration.tracking import schema
@@ -39,22 +40,9 @@ def char_tokenizer():
     )
 
 
-def _root_conftest():
-    """tests/conftest.py by path: ``import conftest`` may resolve to another folder's conftest in a full run."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("comol_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def save_tiny_base(directory: Path) -> Path:
     """A tiny Llama and its tokenizer saved with save_pretrained: the base a local path names."""
-    model = _root_conftest().tiny_model(
-        "llama", seed=0, max_position_embeddings=512
-    )  # room for the Alpaca prompt in characters
+    model = tiny_model("llama", seed=0, max_position_embeddings=512)  # room for the Alpaca prompt in characters
     model.save_pretrained(directory, safe_serialization=True)
     char_tokenizer().save_pretrained(directory)
     return directory

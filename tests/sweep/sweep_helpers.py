@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 import yaml
+from tiny_models import byte_tokenizer
 
-SPECIALS = ("<pad>", "<eos>")
 # Subprocess clusters, jobs and drivers get RAY_AUTH_MODE pinned in their environment (see ``ray_env``);
 # the in-process Ray follows Ray's own default, which must not be changed after ray is imported.
 RAY_AUTH_MODE = "token"
@@ -25,19 +25,6 @@ def ray_env(**extra: str) -> dict[str, str]:
     env["RAY_AUTH_MODE"] = RAY_AUTH_MODE
     env.update(extra)
     return env
-
-
-def byte_tokenizer():
-    """Every byte is a token: a real fast tokenizer with a 258-token vocabulary, built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: i for i, token in enumerate([*SPECIALS, *sorted(alphabet)])}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
 
 
 def save_tiny_model(folder: Path, seed: int = 0) -> Path:

@@ -3,34 +3,10 @@ folder (Ray workers build their model from the config, so the model must be load
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
-
-SPECIALS = ("<pad>", "<eos>")
-TESTS = Path(__file__).resolve().parents[1]
-
-
-def _root_conftest():
-    """tests/conftest.py by path: the bare name 'conftest' may be another folder's conftest module."""
-    spec = importlib.util.spec_from_file_location("comol_tests_root_conftest", TESTS / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def byte_tokenizer():
-    """Every byte is a token (no merges): real `tokenizers` machinery with a 258-token vocabulary."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: i for i, token in enumerate([*SPECIALS, *sorted(alphabet)])}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+from tiny_models import byte_tokenizer, tiny_config
 
 
 def save_tiny_model(folder: Path, seed: int = 0) -> Path:
@@ -38,7 +14,7 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     tokenizer = byte_tokenizer()
-    config = _root_conftest().tiny_config(vocab_size=len(tokenizer), max_position_embeddings=512)
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=512)
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
