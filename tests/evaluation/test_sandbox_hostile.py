@@ -279,8 +279,12 @@ def test_hostile_completions_are_contained(victims):
     print(f"hostile table: {len(names)} programs in {elapsed:.1f}s")
     assert len(names) >= 10
     assert all(not v.passed for v in verdicts.values()), table
-    assert verdicts["endless_loop"].status == "timeout"
-    assert verdicts["fork_bomb"].status == "timeout"
+    # Stopped by a time limit: the wall deadline (a loaded machine) or the CPU rlimit, which kills the process
+    # before it can reply (an idle machine reaches LIMITS.cpu_s before LIMITS.timeout_s).
+    for name in ("endless_loop", "fork_bomb"):
+        verdict = verdicts[name]
+        assert verdict.status == "timeout" or "exited before replying" in verdict.detail, (name, verdict)
+        assert verdict.seconds < LIMITS.timeout_s + 5, (name, verdict)
     # Files outside the sandbox are untouched, nothing new appeared.
     assert Path(victims["target_file"]).read_text() == "original"
     assert sorted(os.listdir(victims["target_dir"])) == ["keep.txt"]
