@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tiny_models import byte_tokenizer, tiny_config
 
 
 def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     """tests/conftest.py's tiny Llama (2 layers, hidden 32), sized for the byte vocabulary and Alpaca prompts."""
+    from tiny_models import byte_tokenizer, tiny_config  # test process only: Ray workers import this module too
     from transformers import AutoModelForCausalLM
 
     tokenizer = byte_tokenizer()
