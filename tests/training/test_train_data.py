@@ -6,7 +6,7 @@ import re
 
 import pytest
 from datasets import Dataset
-from train_helpers import byte_tokenizer
+from tiny_models import byte_tokenizer
 
 from orchestration.data.arithmetic import arithmetic_records, arithmetic_test_records
 from orchestration.data.batching import collate, epoch_order, eval_shard, split_train_val, step_micro_batches
