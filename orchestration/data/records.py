@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
+from datasets.table import InMemoryTable
 
 from comol.errors import ConfigError
 from orchestration.data.arithmetic import arithmetic_records
@@ -37,7 +38,10 @@ def load_records(source: str, size: int | None = None, seed: int = 0, hub_split:
     if source == ARITHMETIC:
         if size is None:
             raise ConfigError("data.size", "the arithmetic generator needs a size")
-        return Dataset.from_list(arithmetic_records(size, seed))
+        # An explicit fingerprint: hashing the table would run dill's disassembler, whose output Ray Train
+        # workers log line by line (print is redirected there), and the problems are fixed by (size, seed).
+        table = InMemoryTable.from_pylist(arithmetic_records(size, seed))
+        return Dataset(table, fingerprint=f"arithmetic-{size}-{seed}")
     path = Path(source)
     if path.exists():
         files = sorted(str(p) for p in path.glob("*.json*")) if path.is_dir() else [str(path)]

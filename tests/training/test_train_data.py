@@ -132,3 +132,18 @@ def test_collate_pads_right_and_ignores_padding():
     assert batch["input_ids"].tolist() == [[3, 4, 5], [6, 7, 0], [3, 4, 5]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
     assert batch["labels"].tolist() == [[-100, 4, 5], [6, 7, -100], [-100, -100, -100]]
+
+
+def test_the_arithmetic_data_path_prints_nothing(monkeypatch):
+    """Ray Train workers redirect ``print`` to their log: fingerprinting a table by hashing it would run dill's
+    disassembler there and fill the sweep's terminal with bytecode. The path must not call print at all."""
+    printed: list[tuple] = []
+    monkeypatch.setattr("builtins.print", lambda *args, **kwargs: printed.append(args))
+    records = load_records("arithmetic", size=16, seed=3)
+    tokenized = tokenize_records(records, byte_tokenizer(), cutoff_len=1000, labels="response")
+    train, val = split_train_val(tokenized, 4, seed=3)
+    assert printed == []
+    assert (len(train), len(val)) == (12, 4)
+    again = load_records("arithmetic", size=16, seed=3)
+    assert again._fingerprint == records._fingerprint and list(again) == list(records)
+    assert load_records("arithmetic", size=16, seed=4)._fingerprint != records._fingerprint
