@@ -67,7 +67,33 @@ def _unique_nonempty(values: list[Any] | None) -> list[Any] | None:
     return values
 
 
-class GridSearch(_Strict):
+class _AxisValues(_Strict):
+    """The checks every listed axis value gets, in a grid or an Optuna space (ranges check themselves)."""
+
+    @field_validator(*AXES, check_fields=False)
+    @classmethod
+    def _unique(cls, values: Any) -> Any:
+        return _unique_nonempty(values) if isinstance(values, list) else values
+
+    @field_validator("rank", "experts", check_fields=False)
+    @classmethod
+    def _positive_int(cls, values: Any) -> Any:
+        if isinstance(values, list) and any(v <= 0 for v in values):
+            raise ValueError(f"must be positive integers, got {values}")
+        return values
+
+    @field_validator("alpha", "alpha_multiplier", "lr", check_fields=False)
+    @classmethod
+    def _positive(cls, values: Any) -> Any:
+        if isinstance(values, list) and any(not (v > 0 and math.isfinite(v)) for v in values):
+            raise ValueError(f"must be positive finite numbers, got {values}")
+        return values
+
+    def axes(self) -> dict[str, Any]:
+        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
+
+
+class GridSearch(_AxisValues):
     """The full product: variants × every listed axis. Under grid, the seed is one more axis."""
 
     variants: list[Variant] | None = None
@@ -79,24 +105,10 @@ class GridSearch(_Strict):
     alpha_multiplier: list[float] | None = None
     lr: list[float] | None = None
 
-    @field_validator("variants", *AXES)
+    @field_validator("variants")
     @classmethod
-    def _unique(cls, values: list[Any] | None) -> list[Any] | None:
+    def _unique_variants(cls, values: list[Variant] | None) -> list[Variant] | None:
         return _unique_nonempty(values)
-
-    @field_validator("rank", "experts")
-    @classmethod
-    def _positive_int(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None and any(v <= 0 for v in values):
-            raise ValueError(f"must be positive integers, got {values}")
-        return values
-
-    @field_validator("alpha", "alpha_multiplier", "lr")
-    @classmethod
-    def _positive(cls, values: list[float] | None) -> list[float] | None:
-        if values is not None and any(not (v > 0 and math.isfinite(v)) for v in values):
-            raise ValueError(f"must be positive finite numbers, got {values}")
-        return values
 
     @model_validator(mode="after")
     def _consistent(self) -> GridSearch:
@@ -114,9 +126,6 @@ class GridSearch(_Strict):
             raise ValueError(f"lists no axis: give variants or at least one of {', '.join(AXES)}")
         return self
 
-    def axes(self) -> dict[str, list[Any]]:
-        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
-
 
 class FloatRange(_Strict):
     """A continuous range for Optuna (``log: true`` samples on a log scale, as for learning rates)."""
@@ -132,7 +141,7 @@ class FloatRange(_Strict):
         return self
 
 
-class OptunaSpace(_Strict):
+class OptunaSpace(_AxisValues):
     """Categorical lists or float ranges. An axis is sampled only for methods that have that setting."""
 
     method: list[str] | None = None
@@ -143,34 +152,12 @@ class OptunaSpace(_Strict):
     alpha_multiplier: list[float] | FloatRange | None = None
     lr: list[float] | FloatRange | None = None
 
-    @field_validator(*AXES)
-    @classmethod
-    def _lists(cls, values: Any) -> Any:
-        return _unique_nonempty(values) if isinstance(values, list) else values
-
-    @field_validator("rank", "experts")
-    @classmethod
-    def _positive_int(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None and any(v <= 0 for v in values):
-            raise ValueError(f"must be positive integers, got {values}")
-        return values
-
-    @field_validator("alpha", "alpha_multiplier", "lr")
-    @classmethod
-    def _positive(cls, values: Any) -> Any:
-        if isinstance(values, list) and any(not (v > 0 and math.isfinite(v)) for v in values):
-            raise ValueError(f"must be positive finite numbers, got {values}")
-        return values
-
     @model_validator(mode="after")
     def _some(self) -> OptunaSpace:
         _check_alpha_pair(self.model_dump(), "the space")
         if not self.axes():
             raise ValueError(f"lists no axis: give at least one of {', '.join(AXES)}")
         return self
-
-    def axes(self) -> dict[str, Any]:
-        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
 
 
 class Asha(_Strict):
