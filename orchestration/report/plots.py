@@ -68,6 +68,16 @@ def _reference_line(ax: plt.Axes, report: Report) -> None:
     ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=f"{row['label']} (reference)")
 
 
+def _log2_axis(ax: plt.Axes, values: pd.Series, xlabel: str, title: str, report: Report) -> None:
+    """A base-2 log x axis ticked at the swept values (ranks and expert counts are powers of two)."""
+    ticks = sorted(values.unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_ylabel(report))
+    ax.set_title(f"{title}\n(mean ± sample std over seeds)")
+
+
 def _finish(fig: plt.Figure, ax: plt.Axes, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -83,12 +93,7 @@ def plot_rank(report: Report, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     _errorbar_series(ax, table, "rank", table["label"].map(lambda s: _series_name(s, "r")), report)
-    ranks = sorted(table["rank"].unique())
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
-    ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel(_ylabel(report))
-    ax.set_title(f"{report.sweep}: {_ylabel(report)} vs rank\n(mean ± sample std over seeds)")
+    _log2_axis(ax, table["rank"], "LoRA rank r", f"{report.sweep}: {_ylabel(report)} vs rank", report)
     return _finish(fig, ax, path)
 
 
@@ -107,12 +112,8 @@ def plot_experts(report: Report, path: Path) -> Path | None:
 
     _errorbar_series(ax, table, "experts", table.apply(series, axis=1), report)
     _reference_line(ax, report)
-    experts = sorted(table["experts"].unique())
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(experts, [f"{n:g}" for n in experts])
-    ax.set_xlabel("number of experts N")
-    ax.set_ylabel(_ylabel(report))
-    ax.set_title(f"{report.sweep}: {_ylabel(report)} vs experts, core routing on/off\n(mean ± sample std over seeds)")
+    title = f"{report.sweep}: {_ylabel(report)} vs experts, core routing on/off"
+    _log2_axis(ax, table["experts"], "number of experts N", title, report)
     return _finish(fig, ax, path)
 
 
