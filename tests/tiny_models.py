@@ -55,3 +55,20 @@ def byte_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+
+
+def save_tiny_model(folder: Path, seed: int = 0, **overrides) -> Path:
+    """The tiny Llama sized for the byte vocabulary and Alpaca prompts, saved as a local model folder.
+
+    Ray workers build their model from a path, so training and sweep tests hand them this folder.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=512, **overrides)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -40,6 +40,7 @@ from cluster_servers import (
     start_postgres,
     start_ray_cluster,
 )
+from tiny_models import save_tiny_model
 
 from orchestration.tracking import schema
 
@@ -126,7 +127,7 @@ def outcome(stack: Stack) -> Outcome:
     work = stack.root / "work"
     work.mkdir()
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    model = helpers.save_tiny_model(work / "tiny")
+    model = save_tiny_model(work / "tiny")
     spec = helpers.grid_spec(name, model, seeds=SEEDS, search={"grid": {"variants": VARIANTS, "rank": [2]}})
     spec_path = helpers.write_spec(work / "spec.yaml", spec)
     seconds: dict[str, float] = {}

@@ -32,6 +32,6 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from sweep_helpers import save_tiny_model
+    from tiny_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

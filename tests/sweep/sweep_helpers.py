@@ -1,4 +1,4 @@
-"""Sweep test helpers: a tiny real model folder (random Llama + byte tokenizer) and spec builders."""
+"""Sweep test helpers: spec builders, and the environment and clean-up of Ray subprocesses."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from tiny_models import byte_tokenizer
 
 # Subprocess clusters, jobs and drivers get RAY_AUTH_MODE pinned in their environment (see ``ray_env``);
 # the in-process Ray follows Ray's own default, which must not be changed after ray is imported.
@@ -25,29 +23,6 @@ def ray_env(**extra: str) -> dict[str, str]:
     env["RAY_AUTH_MODE"] = RAY_AUTH_MODE
     env.update(extra)
     return env
-
-
-def save_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (the shapes of tests/conftest.py's tiny model) sized for the byte vocabulary."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    tokenizer = byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def grid_spec(name: str, model: Path, **overrides: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import save_tiny_model
+from tiny_models import save_tiny_model
 
 from comol import load_adapter
 from orchestration.training.config import TrainConfig

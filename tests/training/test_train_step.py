@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from train_helpers import save_tiny_model
+from tiny_models import save_tiny_model
 
 from orchestration.data.batching import collate, step_micro_batches
 from orchestration.models import load_tokenizer
