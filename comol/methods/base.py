@@ -169,6 +169,29 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
         """Forward FLOPs (2 × multiply-accumulates) this layer's adapter adds per token."""
         raise NotImplementedError
 
+    # --- padding mask (layers with ``uses_attention_mask``) --------------------------------------
+    def token_mask(self, examples: int, length: int) -> torch.Tensor | None:
+        """(examples, T): 1 for real tokens, 0 for padding, for an input of ``examples`` × ``length`` tokens;
+        None when the call gave no mask. During cached generation the mask covers past + current tokens and
+        the current ones are its last T columns."""
+        mask = self.attention_mask
+        if mask is None:
+            return None
+        if mask.shape[0] != examples or mask.shape[1] < length:
+            raise ValueError(
+                f"{type(self).__name__}: attention_mask of shape {tuple(mask.shape)} does not fit {examples} "
+                f"examples of {length} tokens"
+            )
+        return mask[:, mask.shape[1] - length :]
+
+    def real_tokens(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``x.shape[:-1]``: which positions of an (..., T, n) input are real tokens; None without a mask or
+        for a flat (tokens, n) input, whose examples are unknown."""
+        if x.dim() < 3:
+            return None
+        mask = self.token_mask(math.prod(x.shape[:-2]), x.shape[-2])
+        return None if mask is None else mask.reshape(x.shape[:-1])
+
     # --- auxiliary loss hook ---------------------------------------------------------------------
     def aux_loss(self) -> torch.Tensor | None:
         """This layer's auxiliary (load-balancing) loss from its last forward, or None."""

@@ -110,3 +110,29 @@ def test_saved_config_keeps_the_schedule():
     assert config.to_dict()["expert_schedule"] == [2, 4, 6, 8] and config.num_experts is None
     assert MoLAConfig.from_dict(config.to_dict()) == config
     assert MoLAConfig().num_experts == 8
+
+
+@pytest.mark.parametrize("method", ["mola", "adamole"])
+def test_balancing_loss_counts_real_tokens_only(method):
+    """Right padding: what the pad positions hold must not move the balancing loss once the mask is given."""
+    model = tiny_model()
+    config = make_config(method, r=4, num_experts=3, aux_loss_coef=1.0, target_modules=["q_proj", "down_proj"])
+    inject_adapter(model, config)
+    real = torch.tensor([[5, 17, 33, 9, 0, 0, 0], [7, 8, 21, 40, 3, 11, 60]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1] * 7])
+    other_pads = real.clone()
+    other_pads[0, 4:] = torch.tensor([90, 91, 92])
+    model.train()
+    losses = {}
+    for name, ids in (("pad0", real), ("pad9x", other_pads)):
+        model(ids, attention_mask=mask)
+        losses[name, "masked"] = aux_loss(model).detach()
+        model(ids)
+        losses[name, "unmasked"] = aux_loss(model).detach()
+    torch.testing.assert_close(losses["pad0", "masked"], losses["pad9x", "masked"], rtol=1e-6, atol=0)
+    assert not torch.allclose(losses["pad0", "masked"], losses["pad0", "unmasked"], rtol=1e-4, atol=0)
+    assert not torch.allclose(losses["pad0", "unmasked"], losses["pad9x", "unmasked"], rtol=1e-4, atol=0)
+    # cached generation (a mask longer than the current tokens) still runs
+    with torch.no_grad():
+        out = model.eval().generate(real, attention_mask=mask, max_new_tokens=2, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 9)

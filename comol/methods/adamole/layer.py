@@ -17,6 +17,7 @@ class AdaMoLELayer(ExpertsLayer):
     config_cls = AdaMoLEConfig
     prefix = "adamole"
     adapter_layer_names = ("adamole_A", "adamole_B", "adamole_router", "adamole_threshold")
+    uses_attention_mask = True  # the balancing loss counts real tokens only
 
     def __init__(self, base_layer: nn.Linear, config: AdaMoLEConfig, adapter_name: str = "default"):
         super().__init__(base_layer, config, adapter_name)
@@ -34,7 +35,7 @@ class AdaMoLELayer(ExpertsLayer):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         probs, active, weights = self.gates(x)
-        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active)
+        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active, self.real_tokens(x))
         return self.mix(x, weights)
 
     def flops_per_token(self) -> int:

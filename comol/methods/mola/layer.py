@@ -12,6 +12,7 @@ class MoLALayer(ExpertsLayer):
     config_cls = MoLAConfig
     prefix = "mola"
     adapter_layer_names = ("mola_A", "mola_B", "mola_router")
+    uses_attention_mask = True  # the balancing loss counts real tokens only
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router softmax (..., N), chosen experts (..., k) and their renormalised weights (..., k)."""
@@ -22,7 +23,7 @@ class MoLALayer(ExpertsLayer):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         probs, top_i, weights = self.gates(x)
         active = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, top_i, True)
-        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active)
+        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active, self.real_tokens(x))
         tokens = x.reshape(-1, self.in_features)
         r, k = self.config.r, self.config.top_k
         # Group the (token, slot) assignments by expert with one sort and one gather. Every per-expert piece is

@@ -21,18 +21,6 @@ class SMEARLayer(ExpertsLayer):
     adapter_layer_names = ("smear_A", "smear_B", "smear_router")
     uses_attention_mask = True
 
-    def token_mask(self, examples: int, length: int) -> torch.Tensor | None:
-        """(examples, T) 1 for real tokens, 0 for padding; None when the call gave no mask."""
-        mask = self.attention_mask
-        if mask is None:
-            return None
-        if mask.shape[0] != examples or mask.shape[1] < length:
-            raise ValueError(
-                f"SMEAR: attention_mask of shape {tuple(mask.shape)} does not fit {examples} examples of "
-                f"{length} tokens"
-            )
-        return mask[:, mask.shape[1] - length :]
-
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """Per-example routing weights (E, N) from the mean of each example's real tokens; x is (E, T, n)."""
         mask = self.token_mask(x.shape[0], x.shape[1])
