@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from comol.errors import ConfigError
 from orchestration.tracking import schema
+from orchestration.tracking.queries import runs_filter, search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,20 +69,6 @@ class SweepRecord:
     notes: list[str] = field(default_factory=list)  # runs left out, and why
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def logged_metric_name(name: str, logged: set[str]) -> str:
     """``eval/humaneval/pass@1`` as the runs logged it: the writer spells '@' as '_at_' for MLflow 3."""
     if name in logged:
@@ -110,8 +97,7 @@ def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
             f"sweeps there: {', '.join(known) if known else 'none'}",
         )
     eid = experiment.experiment_id
-    in_sweep = f"tags.`{schema.SWEEP}` = {_quote(sweep)}"
-    parents = _search_all(client, eid, f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_SWEEP)} and {in_sweep}")
+    parents = search_all(client, eid, runs_filter(schema.ROLE_SWEEP, sweep))
     if not parents:
         raise ConfigError("sweep", f"sweep {sweep!r} has no parent run (tag {schema.ROLE}={schema.ROLE_SWEEP})")
     notes: list[str] = []
@@ -119,7 +105,7 @@ def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
     if len(parents) > 1:
         notes.append(f"{len(parents)} parent runs for sweep {sweep!r}; using the first, {parent.info.run_id}")
 
-    children = _search_all(client, eid, f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_TRIAL)} and {in_sweep}")
+    children = search_all(client, eid, runs_filter(schema.ROLE_TRIAL, sweep))
     by_identity: dict[tuple[str, int], TrialRun] = {}
     unfinished = 0
     for run in children:

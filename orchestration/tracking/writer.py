@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from orchestration.tracking import schema
+from orchestration.tracking.queries import client_for, runs_filter, search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -37,35 +38,6 @@ _BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
 def metric_key(name: str) -> str:
     """MLflow 3 refuses some characters in metric names ('@' in ``pass@k``): spell them out, stably."""
     return _BAD_METRIC_CHARS.sub(lambda m: "_at_" if m.group() == "@" else "_", name)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def client_for(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _trial_filter(sweep: str, config_id: str | None = None, seed: int | None = None) -> str:
-    parts = [f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_TRIAL)}", f"tags.`{schema.SWEEP}` = {_quote(sweep)}"]
-    if config_id is not None:
-        parts.append(f"tags.`{schema.CONFIG_ID}` = {_quote(config_id)}")
-    if seed is not None:
-        parts.append(f"tags.`{schema.SEED}` = {_quote(str(seed))}")
-    return " and ".join(parts)
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -106,8 +78,7 @@ class SweepTracker:
         return self.experiment_id
 
     def find_parent(self) -> Run | None:
-        role = f"tags.`{schema.ROLE}` = {_quote(schema.ROLE_SWEEP)}"
-        runs = search_all(self.client, self.experiment_id, f"{role} and tags.`{schema.SWEEP}` = {_quote(self.sweep)}")
+        runs = search_all(self.client, self.experiment_id, runs_filter(schema.ROLE_SWEEP, self.sweep))
         return min(runs, key=lambda r: r.info.start_time or 0) if runs else None
 
     def ensure_parent(self, spec: Mapping[str, Any], kind: str) -> str:
@@ -131,7 +102,7 @@ class SweepTracker:
         return self.parent_run_id
 
     def trial_runs(self) -> list[Run]:
-        return search_all(self.client, self.experiment_id, _trial_filter(self.sweep))
+        return search_all(self.client, self.experiment_id, runs_filter(schema.ROLE_TRIAL, self.sweep))
 
     def finished(self) -> dict[tuple[str, int], Run]:
         """FINISHED (or pruned) child runs by (config_id, seed): the trials a resume must not run again."""
@@ -191,7 +162,7 @@ class TrialRecorder:
 
     def _matching(self) -> list[Run]:
         i = self.identity
-        runs = search_all(self.client, i.experiment_id, _trial_filter(i.sweep, i.config_id, i.seed))
+        runs = search_all(self.client, i.experiment_id, runs_filter(schema.ROLE_TRIAL, i.sweep, i.config_id, i.seed))
         return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
     def open(self) -> TrialRecorder:

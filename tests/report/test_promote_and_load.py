@@ -15,6 +15,7 @@ from orchestration.registry import promote as promote_module
 from orchestration.registry.loading import load_registered_adapter
 from orchestration.registry.promote import promote
 from orchestration.tracking import schema
+from orchestration.tracking.queries import client_for
 
 PROMPTS = ["What is 3 + 4?", "Add 12 and 30.", "Tom has 5 apples and eats 2. How many are left?"]
 
@@ -34,12 +35,6 @@ def champion(sweep_a, mlflow_server):
     """Sweep A promoted into a fresh registered model."""
     name = f"comol-test-{uuid.uuid4().hex[:8]}"
     return promote(sweep_a.name, name, tracking_uri=mlflow_server.uri)
-
-
-def client_for(uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def test_promotion_picks_by_seed_mean_and_registers_the_median_seed(champion, sweep_a, mlflow_server):

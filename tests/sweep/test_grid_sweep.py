@@ -13,7 +13,8 @@ from comol.errors import ConfigError
 from orchestration.sweep.runner import run_sweep
 from orchestration.sweep.spec import parse_spec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import ATTEMPTS, search_all
+from orchestration.tracking.queries import search_all
+from orchestration.tracking.writer import ATTEMPTS
 
 
 def _trainings(sweep_dir: Path) -> list[dict]:

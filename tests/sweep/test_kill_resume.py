@@ -14,7 +14,8 @@ import pytest
 from sweep_helpers import grid_spec, kill_tree, ray_env, write_spec
 
 from orchestration.tracking import schema
-from orchestration.tracking.writer import ATTEMPTS, search_all
+from orchestration.tracking.queries import search_all
+from orchestration.tracking.writer import ATTEMPTS
 
 COMOL = [sys.executable, "-m", "orchestration.cli", "sweep"]
 

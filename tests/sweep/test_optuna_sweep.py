@@ -12,7 +12,7 @@ from orchestration.sweep.runner import run_sweep
 from orchestration.sweep.search import DefineByRun, open_study
 from orchestration.sweep.spec import parse_spec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import search_all
+from orchestration.tracking.queries import search_all
 
 
 def _spec(num_samples: int):

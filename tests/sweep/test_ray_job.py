@@ -15,7 +15,7 @@ from servers import free_port
 from sweep_helpers import grid_spec, kill_tree, ray_env, write_spec
 
 from orchestration.tracking import schema
-from orchestration.tracking.writer import search_all
+from orchestration.tracking.queries import search_all
 
 REPO = Path(__file__).resolve().parents[2]
 MATH_DATA = REPO.parent / "shared" / "data" / "math"
