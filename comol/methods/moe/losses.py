@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def load_balancing_loss(
-    probs: torch.Tensor, active: torch.Tensor, real: torch.Tensor | None = None
-) -> torch.Tensor:
+def load_balancing_loss(probs: torch.Tensor, active: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
     """``N · Σ_i f_i · P_i`` (Fedus et al. 2021), equal to 1 when use is perfectly balanced.
 
     ``probs`` (..., N): the router's softmax; ``active`` (..., N): which experts each token used;
