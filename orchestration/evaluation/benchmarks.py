@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from comol.errors import ConfigError
+from orchestration.data.arithmetic import arithmetic_test_records
 from orchestration.data.prompts import build_prompt
 from orchestration.evaluation.generation import GenerationConfig, alpaca_prompts, generate
 from orchestration.evaluation.humaneval import Postprocess, execute_samples, humaneval_metrics, load_problems
@@ -33,6 +34,8 @@ from orchestration.evaluation.sandbox import SandboxLimits
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data next to the repo
 PROMPT_STYLES = ("alpaca", "raw")
+ARITHMETIC = "arithmetic"  # the generated held-out problems (orchestration/data/arithmetic.py)
+ARITHMETIC_RULES = "gsm8k"  # their answers are numbers: the reference numeric rule (last number, within 0.001)
 
 
 @dataclass
@@ -48,6 +51,43 @@ def shard(n: int, rank: int = 0, world_size: int = 1) -> range:
     return range(rank, n, world_size)
 
 
+def _score_math(
+    model: torch.nn.Module,
+    tokenizer,
+    name: str,
+    rules: str,
+    examples: Sequence[Mapping],
+    rank: int,
+    world_size: int,
+    generation: GenerationConfig,
+    progress: bool,
+) -> list[dict]:
+    """Greedy completions of this rank's shard of ``examples``, scored by the ``rules`` dataset's answer rule."""
+    indices = shard(len(examples), rank, world_size)
+    items = [examples[i] for i in indices]
+    outputs = generate(model, tokenizer, alpaca_prompts(items), generation, progress=progress, desc=f"math/{name}")
+    return [
+        {
+            "task": "math",
+            "dataset": name,
+            "index": index,
+            "instruction": item["instruction"],
+            "answer": item["answer"],
+            "output": completion,
+            "prediction": extract_answer(rules, completion),
+            "correct": is_correct(rules, completion, item["answer"]),
+        }
+        for index, item, (completion,) in zip(indices, items, outputs, strict=True)
+    ]
+
+
+def _greedy(generation: GenerationConfig | None) -> GenerationConfig:
+    generation = generation or GenerationConfig.math()
+    if generation.num_samples != 1:
+        raise ConfigError("num_samples", "math is scored on one completion per problem (greedy)")
+    return generation
+
+
 def evaluate_math(
     model: torch.nn.Module,
     tokenizer,
@@ -61,29 +101,33 @@ def evaluate_math(
     progress: bool = True,
 ) -> EvalResult:
     """Greedy completions of the first ``limit`` examples of each test set (this rank's shard), scored."""
-    generation = generation or GenerationConfig.math()
-    if generation.num_samples != 1:
-        raise ConfigError("num_samples", "math is scored on one completion per problem (greedy)")
+    generation = _greedy(generation)
     root = Path(data_dir) if data_dir is not None else DATA_DIR / "math"
     records = []
     for name in [check_dataset(d) for d in datasets]:
         examples = load_math_dataset(name, root)[:limit]
-        indices = shard(len(examples), rank, world_size)
-        items = [examples[i] for i in indices]
-        outputs = generate(model, tokenizer, alpaca_prompts(items), generation, progress=progress, desc=f"math/{name}")
-        for index, item, (completion,) in zip(indices, items, outputs, strict=True):
-            records.append(
-                {
-                    "task": "math",
-                    "dataset": name,
-                    "index": index,
-                    "instruction": item["instruction"],
-                    "answer": item["answer"],
-                    "output": completion,
-                    "prediction": extract_answer(name, completion),
-                    "correct": is_correct(name, completion, item["answer"]),
-                }
-            )
+        records += _score_math(model, tokenizer, name, name, examples, rank, world_size, generation, progress)
+    return EvalResult(math_metrics(records) if records else {}, records)
+
+
+def evaluate_arithmetic(
+    model: torch.nn.Module,
+    tokenizer,
+    *,
+    size: int,
+    train_size: int,
+    data_seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    generation: GenerationConfig | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Held-out synthetic arithmetic (the quickstart's metric): ``size`` problems that the training set of
+    ``data.size=train_size, data.seed=data_seed`` does not contain, scored by the numeric rule of GSM8K."""
+    problems = arithmetic_test_records(size, data_seed, train_size)
+    records = _score_math(
+        model, tokenizer, ARITHMETIC, ARITHMETIC_RULES, problems, rank, world_size, _greedy(generation), progress
+    )
     return EvalResult(math_metrics(records) if records else {}, records)
 
 
@@ -162,7 +206,8 @@ def training_hook(
 ) -> dict[str, float]:
     """The post-training hook (``orchestration/training/hooks.py`` contract), identical on every rank.
 
-    Options: ``math`` (list of datasets, default all six; [] to skip), ``humaneval`` (bool, default False),
+    Options: ``math`` (list of datasets, default all six; [] to skip), ``arithmetic`` (``{size, train_size,
+    data_seed}``: held-out generated problems, see :func:`evaluate_arithmetic`), ``humaneval`` (bool, default False),
     ``limit`` / ``humaneval_limit`` (examples per dataset / problems), ``data_dir``, ``max_new_tokens``,
     ``batch_size``, ``num_samples`` (HumanEval), ``postprocess`` ("standard" or none), ``generations_path``
     (rank 0 writes every rank's records there as JSONL). Keys are returned without the ``eval/`` prefix,
@@ -184,9 +229,28 @@ def training_hook(
             generation=GenerationConfig.math(**overrides),
             progress=rank == 0,
         )
-        merged = _gather(result.records, world_size)
-        metrics.update(math_metrics(merged))
-        records += merged
+        records += _gather(result.records, world_size)
+    if options.get("arithmetic"):
+        held_out = options["arithmetic"]
+        if not isinstance(held_out, Mapping) or "train_size" not in held_out:
+            raise ConfigError(
+                "evaluation.options.arithmetic",
+                f"must be a mapping with train_size (the trial's data.size), size and data_seed; got {held_out!r}",
+            )
+        result = evaluate_arithmetic(
+            model,
+            tokenizer,
+            size=int(held_out.get("size", 100)),
+            train_size=int(held_out["train_size"]),
+            data_seed=int(held_out.get("data_seed", 0)),
+            rank=rank,
+            world_size=world_size,
+            generation=GenerationConfig.math(**overrides),
+            progress=rank == 0,
+        )
+        records += _gather(result.records, world_size)
+    if records:  # the average is over every math dataset evaluated, arithmetic included
+        metrics.update(math_metrics(records))
     if options.get("humaneval", False):
         if "num_samples" in options:
             overrides["num_samples"] = options["num_samples"]

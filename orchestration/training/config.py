@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comol.errors import ConfigError
 
@@ -170,6 +170,16 @@ class TrainConfig(_Section):
         if "://" in value:  # remote storage (s3://, gs://) is Ray's business
             return value
         return str(Path(value).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _held_out_arithmetic(self) -> TrainConfig:
+        """Arithmetic evaluation (``evaluation.options.arithmetic``) holds out this run's own training problems
+        unless told which training set to hold out: the same problems cannot be both trained and scored."""
+        held_out = self.evaluation.options.get("arithmetic") if self.evaluation else None
+        if isinstance(held_out, dict) and self.data.source == ARITHMETIC:
+            held_out.setdefault("train_size", self.data.size)
+            held_out.setdefault("data_seed", self.data.seed if self.data.seed is not None else self.training.seed)
+        return self
 
     # --- derived values -------------------------------------------------------------------------
     @property

@@ -10,7 +10,13 @@ from eval_helpers import char_tokenizer
 from tiny_models import tiny_model
 
 from comol.errors import ConfigError
-from orchestration.evaluation.benchmarks import evaluate_humaneval, evaluate_math, shard, training_hook
+from orchestration.evaluation.benchmarks import (
+    evaluate_arithmetic,
+    evaluate_humaneval,
+    evaluate_math,
+    shard,
+    training_hook,
+)
 from orchestration.evaluation.generation import GenerationConfig, generate
 from orchestration.evaluation.math_scoring import math_metrics
 
@@ -123,3 +129,27 @@ def test_training_hook_contract(model, tokenizer, shared_data, tmp_path):
     assert set(metrics) == {"singleeq/accuracy", "average"}  # the hook runner adds "eval/"
     lines = (tmp_path / "gen.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["dataset"] == "singleeq"
+
+
+def test_arithmetic_evaluation_is_held_out_and_shards_like_the_whole(model, tokenizer, tmp_path):
+    """The quickstart's metric: generated problems the training set never contains, scored numerically."""
+    from orchestration.data.arithmetic import arithmetic_records
+
+    generation = GenerationConfig(max_new_tokens=4, batch_size=4)
+    kwargs = dict(size=6, train_size=50, data_seed=1, generation=generation, progress=False)
+    whole = evaluate_arithmetic(model, tokenizer, **kwargs)
+    parts = [evaluate_arithmetic(model, tokenizer, rank=r, world_size=2, **kwargs).records for r in range(2)]
+    assert sorted(parts[0] + parts[1], key=lambda r: r["index"]) == whole.records
+    trained = {r["instruction"] for r in arithmetic_records(50, 1)}
+    assert len(whole.records) == 6 and not trained & {r["instruction"] for r in whole.records}
+    assert set(whole.metrics) == {"eval/arithmetic/accuracy", "eval/average"}
+
+    options = {"math": [], "arithmetic": {"size": 6, "train_size": 50, "data_seed": 1}, "max_new_tokens": 4}
+    options["generations_path"] = str(tmp_path / "gen.jsonl")
+    metrics = training_hook(model, tokenizer, options, rank=0, world_size=1, device=torch.device("cpu"))
+    assert metrics == {k.removeprefix("eval/"): v for k, v in whole.metrics.items()}
+    assert [json.loads(line)["output"] for line in (tmp_path / "gen.jsonl").read_text().splitlines()] == [
+        r["output"] for r in whole.records
+    ]
+    with pytest.raises(ConfigError, match=r"evaluation\.options\.arithmetic"):
+        training_hook(model, tokenizer, {"math": [], "arithmetic": {"size": 6}}, rank=0, world_size=1, device=None)

@@ -127,3 +127,22 @@ def test_a_validated_config_round_trips_through_a_dict():
     config = load_config(QUICKSTART)
     again = TrainConfig.from_dict(config.model_dump(mode="json"))
     assert again == config
+
+
+def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems():
+    hook = "orchestration.evaluation.benchmarks:training_hook"
+    config = TrainConfig.from_dict(
+        {
+            "data": {"source": "arithmetic", "size": 300, "seed": 4},
+            "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 32}}},
+        }
+    )
+    assert config.evaluation.options["arithmetic"] == {"size": 32, "train_size": 300, "data_seed": 4}
+    no_seed = TrainConfig.from_dict(
+        {
+            "data": {"source": "arithmetic", "size": 100},
+            "training": {"seed": 9},
+            "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 8, "train_size": 50}}},
+        }
+    )
+    assert no_seed.evaluation.options["arithmetic"] == {"size": 8, "train_size": 50, "data_seed": 9}  # told: kept
