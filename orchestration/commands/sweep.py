@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ray-temp-dir", default=None, help="temp dir of the local Ray this command starts (default: a fresh /tmp/cr*)"
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="stream the Ray workers' logs to this terminal (default: progress only)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate the spec and list its trials; run nothing")
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         address=args.address,
         ray_temp_dir=args.ray_temp_dir,
+        verbose=args.verbose,
         console=console,
     )
     if result.rows:

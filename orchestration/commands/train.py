@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any
 
 NAME = "train"
@@ -33,38 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--address", default=None, help="Ray cluster to use (default $RAY_ADDRESS; unset: start a private local Ray)"
     )
     parser.add_argument("--verbose", action="store_true", help="stream the workers' logs to this terminal")
-
-
-class LocalRay:
-    """Connect to ``address`` or start a private local Ray (own temp dir, pinned auth mode); undo on exit."""
-
-    def __init__(self, address: str | None, verbose: bool):
-        self.address = address
-        self.verbose = verbose
-        self.temp_dir: str | None = None
-
-    def __enter__(self) -> LocalRay:
-        import ray
-
-        if ray.is_initialized():
-            return self
-        if self.address:
-            ray.init(address=self.address, log_to_driver=self.verbose)
-            return self
-        self.temp_dir = tempfile.mkdtemp(prefix="comol-ray-", dir="/tmp")  # short: Ray's socket paths
-        ray.init(include_dashboard=False, _temp_dir=self.temp_dir, log_to_driver=self.verbose)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        import ray
-
-        if self.temp_dir is None:
-            return
-        ray.shutdown()
-        if exc_type is None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-        else:
-            print(f"Ray logs kept in {self.temp_dir}/session_latest/logs", file=sys.stderr)
 
 
 def _describe(metrics: dict[str, Any]) -> str:
@@ -91,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from orchestration.ray_session import connect_ray
     from orchestration.training.launch import train
     from orchestration.training.results import TrainingFailed
 
-    console = Console()
+    console = Console(soft_wrap=True)  # paths and error messages stay on one line, copy-pasteable
     console.print(
         f"[bold]comol train[/bold]: {config.method} on {config.model}, data {config.data.source}, "
         f"{config.resources.num_workers} worker(s), output {config.output_dir}"
@@ -122,12 +89,19 @@ def run(args: argparse.Namespace) -> int:
         if "checkpoint_path" in metrics:
             progress.console.print(f"step {metrics['step']}: checkpoint {metrics['checkpoint_path']}")
 
+    session = connect_ray(address, verbose=args.verbose)
+    failed = True
     try:
-        with LocalRay(address, args.verbose), progress:
+        with progress:
             result = train(config, on_metrics=on_metrics)
+        failed = False
     except TrainingFailed as err:
         console.print(f"[bold red]comol train: failed[/bold red]: {err}")
         return 1
+    finally:
+        logs = session.close(keep_logs=failed)
+        if logs:
+            console.print(f"Ray logs kept in {logs}")
     final = result.metrics
     start = f"{first_loss[0]:.4f} → " if first_loss else ""
     console.print(

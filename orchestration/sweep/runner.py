@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from comol.errors import ConfigError
+from orchestration.ray_session import RaySession, connect_ray
 from orchestration.sweep.space import SweepPlan, TrialPlan, plan
 from orchestration.sweep.spec import SweepSpec, load_spec
 from orchestration.tracking import schema
@@ -97,43 +97,6 @@ def prepare_spec(spec: SweepSpec, output_dir: str | None = None) -> tuple[SweepS
 
 
 # --- Ray ------------------------------------------------------------------------------------------
-@dataclass
-class RayHandle:
-    started_here: bool
-    temp_dir: str | None
-
-    def close(self, keep_logs: bool = False) -> None:
-        """Shut down a Ray this sweep started; its temp dir goes too unless a trial failed (its logs are there)."""
-        import shutil
-
-        import ray
-
-        if self.started_here and ray.is_initialized():
-            ray.shutdown()
-        if self.temp_dir and not keep_logs:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None) -> RayHandle:
-    """Join the cluster named by ``address`` / $RAY_ADDRESS (as under ``ray job submit``), else start a
-    private local one with its own short temp dir. An already-initialised Ray (a test session) is reused."""
-    import ray
-
-    if ray.is_initialized():
-        return RayHandle(False, None)
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return RayHandle(True, None)
-    # Token auth: a new local cluster follows $RAY_AUTH_MODE, and Ray turns tokens on when it is unset
-    # (setting the variable here would be too late: Ray reads it when it is imported).
-    # Short: Ray's socket paths have a length limit. Never the shared /tmp/ray of other clusters on the machine.
-    given = temp_dir is not None
-    temp_dir = temp_dir or tempfile.mkdtemp(prefix="cr", dir="/tmp")
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, log_to_driver=True)
-    return RayHandle(True, None if given else temp_dir)
-
-
 def trial_demand(spec: SweepSpec) -> tuple[float, float]:
     """(CPUs, GPUs) one trial's train workers hold; a smoke trial computes in its driver on one CPU."""
     if spec.entry != TRIAL_MEMORY_ENTRY:
@@ -312,6 +275,7 @@ def run_sweep(
     output_dir: str | None = None,
     address: str | None = None,
     ray_temp_dir: str | None = None,
+    verbose: bool = False,
     console: Console | None = None,
 ) -> SweepResult:
     """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
@@ -338,14 +302,14 @@ def run_sweep(
             "(or --tracking-uri) of a server or shared path to keep the record outside the job"
         )
     phase("plan")
-    handle: RayHandle | None = None
+    handle: RaySession | None = None
     if resume:  # the record decides whether Ray is needed at all
         record = _open_record(spec, sweep_plan, paths, uri, artifacts, resume)
         phase("mlflow")
     else:  # a new sweep always has trials to run: start Ray while MLflow is being set up
         with ThreadPoolExecutor(1, thread_name_prefix="comol-mlflow") as pool:
             opening = pool.submit(_open_record, spec, sweep_plan, paths, uri, artifacts, resume)
-            handle = connect_ray(address, temp_dir=ray_temp_dir)
+            handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             try:
                 record = opening.result()
             except BaseException:
@@ -368,7 +332,7 @@ def run_sweep(
         # strict check would reject the first. The searcher still sees the metric (Repeater reads the last).
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         if handle is None:
-            handle = connect_ray(address, temp_dir=ray_temp_dir)
+            handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
         try:
             context = SweepContext(
@@ -391,7 +355,9 @@ def run_sweep(
             failed = sum(1 for r in results if r.error is not None)
             ran = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial/cached") == 0)
         finally:
-            handle.close(keep_logs=failed > 0)
+            logs = handle.close(keep_logs=failed > 0)
+            if logs:
+                console.print(f"Ray logs of the failed trials kept in {logs}")
             phase("ray_stop")
     elif handle is not None:
         handle.close()

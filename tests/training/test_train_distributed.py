@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # pinned before Ray is imported (see platform notes)
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -179,10 +180,13 @@ def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
-def test_non_finite_loss_stops_the_run_with_a_clear_error(ray_cluster, tiny_model_dir, outputs):
-    """Adam moves every weight by ~lr on its first step: lr 1e30 overflows the next forward pass."""
-    from orchestration.training.launch import train
-    from orchestration.training.results import TrainingDivergedError
+def test_non_finite_loss_stops_the_run_with_a_clear_error(ray_cluster, tiny_model_dir, outputs, tmp_path, capsys):
+    """Adam moves every weight by ~lr on its first step: lr 1e30 overflows the next forward pass.
+
+    Run through ``comol train`` (the CLI joins the session's Ray): exit 1 and the reason, no traceback."""
+    import yaml
+
+    from orchestration.cli import main
 
     config = tiny_config(
         tiny_model_dir,
@@ -192,5 +196,10 @@ def test_non_finite_loss_stops_the_run_with_a_clear_error(ray_cluster, tiny_mode
         training={"lr": 1e30, "warmup_steps": 0, "max_steps": 4, "max_grad_norm": None},
         logging={"checkpoint_every": None, "eval_every": None},
     )
-    with pytest.raises(TrainingDivergedError, match=r"non-finite training loss at step \d"):
-        train(config)
+    path = tmp_path / "diverge.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["train", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "comol train: failed" in out
+    assert re.search(r"non-finite training loss at step \d", out), out
+    assert "Traceback" not in out
