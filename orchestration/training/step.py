@@ -9,6 +9,7 @@ zero for CoMoL and LoRA) is averaged over micro-batches and ranks.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,14 +39,27 @@ class StepStats:
 
 
 def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of next-token cross-entropies over label positions, and the number of those positions."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["labels"][:, 1:]
-    logits = logits[:, :-1].float()
-    total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return total, (targets != IGNORE_INDEX).sum()
+    """Sum of next-token cross-entropies over label positions, and the number of those positions.
+
+    Logits are computed only where the next token is a label (``logits_to_keep`` as a boolean mask): with
+    answer-only labels that skips the vocabulary projection, and its activations, for almost every token.
+    """
+    labels = batch["labels"]
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if _keeps_logits(model):
+        logits = model(**inputs, logits_to_keep=predicts).logits.float()  # (label tokens, vocab)
+    else:
+        logits = model(**inputs).logits[predicts].float()
+    targets = labels[:, 1:][predicts[:, :-1]]
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets, reduction="sum")
+    return total, predicts.sum()
+
+
+def _keeps_logits(model: nn.Module) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _all_reduce(values: list[float], device: torch.device, op=dist.ReduceOp.SUM) -> list[float]:

@@ -102,3 +102,36 @@ def test_a_checkpoint_restores_adapter_optimizer_scheduler_and_step(process_grou
     run_steps(resumed, range(4, 7))
     a, b = adapter(straight), adapter(resumed)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+@pytest.mark.parametrize("labels", ["response", "all"])
+def test_loss_on_kept_logits_equals_the_full_logits_loss(model_dir, labels):
+    """Logits only where the next token is a label: the same loss and gradients as projecting every position."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from comol import inject_adapter, make_config
+    from orchestration.data.records import load_records
+    from orchestration.data.tokenize import IGNORE_INDEX, tokenize_records
+    from orchestration.training.step import token_loss_sum
+
+    tokenizer = load_tokenizer(str(model_dir))
+    data = tokenize_records(load_records("arithmetic", 6, seed=2), tokenizer, cutoff_len=320, labels=labels)
+    batch = collate(data, list(range(6)), tokenizer.pad_token_id)
+    model = inject_adapter(AutoModelForCausalLM.from_pretrained(model_dir), make_config("comol", r=4, num_experts=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)  # B is zero at init: give the adapter gradients something to differ on
+    total, count = token_loss_sum(model, batch)
+    total.backward()
+    kept = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    reference = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+    reference.backward()
+    assert int(count) == int((targets != IGNORE_INDEX).sum()) > 0
+    torch.testing.assert_close(total, reference, rtol=1e-5, atol=1e-4)
+    for name, grad in kept.items():
+        torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-4, atol=1e-6, msg=name)
