@@ -109,6 +109,12 @@ class ResourcesConfig(_Section):
     cpus_per_worker: float = Field(1, ge=0)
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint; -1: forever")
     start_timeout_s: float = Field(120, gt=0, description="fail fast when the workers cannot be placed")
+    shard_size: int | None = Field(
+        None,
+        gt=0,
+        description="workers that shard one copy of the model (FSDP2/HSDP); default all of them. 1 replicates "
+        "the model on every worker: fastest for a small model on CPUs, where gathering weights costs most",
+    )
 
 
 class FaultConfig(_Section):
@@ -234,6 +240,14 @@ class TrainConfig(_Section):
                 "training.batch_size",
                 f"{self.training.batch_size} is not divisible by resources.num_workers × "
                 f"training.gradient_accumulation = {workers} × {accumulation}",
+            )
+        shard = self.resources.shard_size
+        if shard is not None and workers % shard:
+            divisors = [d for d in range(1, workers + 1) if workers % d == 0]
+            raise ConfigError(
+                "resources.shard_size",
+                f"{shard} does not divide resources.num_workers = {workers} into equal shard groups",
+                allowed=divisors,
             )
         if self.data.source == ARITHMETIC and self.data.size is None:
             raise ConfigError("data.size", f"how many problems the '{ARITHMETIC}' generator makes (e.g. 1000)")

@@ -16,9 +16,19 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from orchestration.models import decoder_layers
 
 
-def build_mesh(device: torch.device, world_size: int) -> DeviceMesh:
-    """A 1-D mesh over every worker ("cpu" for gloo, "cuda" for NCCL)."""
-    return init_device_mesh(device.type, (world_size,))
+def build_mesh(device: torch.device, world_size: int, shard_size: int | None = None) -> DeviceMesh:
+    """The workers' mesh ("cpu" for gloo, "cuda" for NCCL).
+
+    ``shard_size`` workers share one copy of the parameters (each holds 1/shard_size of it); groups of that
+    size replicate each other (HSDP: gradients reduce-scatter within a group and all-reduce across groups).
+    All workers (the default) is plain FSDP, what a model too large for one device needs. 1 replicates the
+    whole model on every worker and only gradients travel, which suits a small model on CPUs, where
+    gathering the frozen base every forward and backward costs more than the compute.
+    """
+    shard_size = shard_size or world_size
+    if shard_size == world_size:
+        return init_device_mesh(device.type, (world_size,))
+    return init_device_mesh(device.type, (world_size // shard_size, shard_size), mesh_dim_names=("replicate", "shard"))
 
 
 def adapters_to_fp32(model: nn.Module) -> None:

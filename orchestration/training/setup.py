@@ -67,7 +67,7 @@ def build_model(config: TrainConfig, device: torch.device, world_size: int) -> T
     adapters_to_fp32(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops = train_flops_per_token(model)
-    shard_model(model, build_mesh(device, world_size), config.bf16)
+    shard_model(model, build_mesh(device, world_size, config.resources.shard_size), config.bf16)
     model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -86,6 +86,9 @@ def test_cross_field_rules():
     assert err.field == "fault.rank"
     err = error_of(minimal(fault={"rank": 0, "at_step": 9}, training={"max_steps": 4}))
     assert err.field == "fault.at_step"
+    err = error_of(minimal(training={"batch_size": 12}, resources={"num_workers": 6, "shard_size": 4}))
+    assert err.field == "resources.shard_size" and err.allowed == [1, 2, 3, 6]
+    assert error_of(minimal(resources={"shard_size": 0})).field == "resources.shard_size"
 
 
 def test_paths_must_exist_and_become_absolute(tmp_path):

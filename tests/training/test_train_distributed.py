@@ -162,7 +162,16 @@ def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
 ):
     from orchestration.training.launch import train
 
-    config = tiny_config(tiny_model_dir, outputs, workers=2, name="fault", fault={"rank": 1, "at_step": 6})
+    # Also HSDP with shard groups of one (every worker holds the whole model; only gradients travel): the
+    # checkpoint, restart and result must not depend on how the model is sharded.
+    config = tiny_config(
+        tiny_model_dir,
+        outputs,
+        workers=2,
+        name="fault",
+        fault={"rank": 1, "at_step": 6},
+        resources={"shard_size": 1},
+    )
     result = train(config)
     assert (Path(result.run_path) / "fault_rank1_step6.fired").is_file()
     # Checkpoints at steps 4 and 8: rank 1 died at the start of step 6, the group restarted from step 4.
@@ -175,9 +184,12 @@ def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
     assert first in (list(range(1, 5)), list(range(1, 6))), record
     assert second == list(range(5, STEPS + 1)), record  # resumed at step 5, not at step 1
     assert result.metrics["status"] == "finished" and result.metrics["step"] == STEPS
-    # Optimizer, scheduler and data position were restored: the same adapter as the uninterrupted run.
+    # Optimizer, scheduler and data position were restored: the same adapter as the uninterrupted (fully
+    # sharded) run, up to the float order of an all-reduce instead of a reduce-scatter.
     a, b = adapter_tensors(result.adapter_path), adapter_tensors(two_worker_run.adapter_path)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    max_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"resumed HSDP run vs uninterrupted FSDP run: max abs diff {max_diff:.3e}")
+    assert max_diff < WORKER_COUNT_ATOL
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_error(ray_cluster, tiny_model_dir, outputs, tmp_path, capsys):
