@@ -77,3 +77,30 @@ def test_buffers_are_saved_and_loaded_exactly(tmp_path):
             assert torch.equal(a, b), name
         assert torch.count_nonzero(buffers(new)[1]) > 0
         assert not any(p.requires_grad for p in new._modules["flylora_A"].parameters())
+
+
+def _rank_updates_bias(rank: int, store: str, inputs: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    layer = make_layer("flylora", r=8, top_k=2, bias_update_rate=0.01)  # same seed: same A on both ranks
+    layer.train()
+    layer(inputs[rank])
+    torch.save(buffers(layer)[1], f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_bias_follows_the_global_load_under_data_parallelism(tmp_path):
+    """Two ranks see different tokens; d must move by their summed load and stay equal on both ranks."""
+    import torch.multiprocessing as mp
+
+    inputs = torch.randn(2, 40, 12, generator=torch.Generator().manual_seed(3))
+    inputs[1] *= 3.0  # a different load on rank 1
+    mp.spawn(_rank_updates_bias, args=(str(tmp_path / "store"), inputs, str(tmp_path / "d")), nprocs=2)
+    d0, d1 = (torch.load(tmp_path / f"d.{r}") for r in range(2))
+    A = make_layer("flylora", r=8, top_k=2, bias_update_rate=0.01)._get("flylora_A")
+    loads = [torch.bincount((x @ A.T).topk(2, -1).indices.flatten(), minlength=8).float() for x in inputs]
+    total = loads[0] + loads[1]
+    assert torch.equal(d0, d1)
+    torch.testing.assert_close(d0, 0.01 * torch.sign(total.mean() - total))
+    assert not torch.equal(torch.sign(loads[0].mean() - loads[0]), torch.sign(total.mean() - total))  # control

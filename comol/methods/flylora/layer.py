@@ -2,12 +2,14 @@
 
 A (r×n) and the balancing bias d (r) are buffers in PEFT's ``BufferDict`` (persistent), listed in
 ``adapter_layer_names``: saved and loaded with the adapter, never trained. d moves only in training
-mode, by a fixed step toward balanced use of the r components (not by gradient).
+mode, by a fixed step toward balanced use of the r components (not by gradient). Under data parallelism
+(FSDP, DDP) the load is summed over ranks first, so d stays identical on every rank.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
@@ -51,6 +53,8 @@ class FlyLoRALayer(AdapterLayer):
             mask = torch.zeros_like(y).scatter_(-1, chosen, 1.0)
             if self.training:
                 load = mask.reshape(-1, self.config.r).sum(0)
+                if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                    dist.all_reduce(load)  # every data-parallel rank moves d by the same, global load
                 d.add_(self.config.bias_update_rate * torch.sign(load.mean() - load).to(d.dtype))
         return self._get("flylora_B")(y * mask)
 
