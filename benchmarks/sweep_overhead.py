@@ -20,37 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-SPECIALS = ("<pad>", "<eos>")
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # tests/tiny_models.py builds the tiny model folder
 
 
 def tiny_model(folder: Path) -> Path:
-    """A 2-layer random Llama with a 258-token byte-level tokenizer, saved as a local model folder."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+    """A 2-layer random Llama (hidden 64) with a 258-token byte-level tokenizer, saved as a local model folder."""
+    import sys
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: i for i, token in enumerate([*SPECIALS, *sorted(alphabet)])}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    sys.path.insert(0, str(TESTS))
+    from tiny_models import save_tiny_model
+
+    return save_tiny_model(folder, hidden_size=64, intermediate_size=128)
 
 
 def spec_for(args: argparse.Namespace, model: Path, name: str) -> dict:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -54,17 +56,14 @@ def variants(rank: int, experts: int) -> tuple[list[Variant], list[str]]:
 
 def build_base(args: argparse.Namespace) -> Callable[[], torch.nn.Module]:
     """A factory of identical base models (state dict kept once, copied per method)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
     if args.quick:
-        config = LlamaConfig(
-            vocab_size=512,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/tiny_models.py
+        from tiny_models import tiny_config
+
+        config = tiny_config(
+            vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4, max_position_embeddings=512
         )
         torch.manual_seed(0)
         reference = AutoModelForCausalLM.from_config(config)
