@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,11 +111,19 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
+# transformers' from_pretrained swaps process-wide state while it builds a model (torch.nn.init functions, the
+# tie-weights switch): two threads loading at once can leave it swapped, and every later load then gets an
+# untied, meta-device lm_head (huggingface/transformers#44940). Loads in one process take turns.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(spec: str, dtype: torch.dtype = torch.float32):
-    """A causal LM on the CPU in ``dtype`` (bf16 base weights on the GPU path); callers move and shard it."""
+    """A causal LM on the CPU in ``dtype`` (bf16 base weights on the GPU path); callers move and shard it.
+    Safe to call from several threads (they take turns)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model(spec), dtype=dtype)
+    with _LOAD_LOCK:
+        return AutoModelForCausalLM.from_pretrained(resolve_model(spec), dtype=dtype)
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -19,6 +19,7 @@ import yaml
 from tiny_models import tiny_model
 
 from comol import count_cost, inject_adapter, make_config, save_adapter
+from orchestration.models import load_model
 from orchestration.tracking import schema
 
 BENCHMARKS = ("addsub", "gsm8k", "svamp")
@@ -62,10 +63,8 @@ def trial_config(base: Path, method: str, adapter: dict, seed: int) -> dict:
 
 def trial_model(base: Path, method: str, adapter: dict, seed: int):
     """The model a trial ends with: the base plus an adapter whose weights are a function of the seed
-    (non-zero B, so the adapter really changes the outputs)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    (non-zero B, so the adapter really changes the outputs). Thread-safe (``write_sweep`` uses threads)."""
+    model = load_model(str(base))
     config = make_config(method, base_model_name_or_path=str(base), **adapter)
     inject_adapter(model, config)
     generator = torch.Generator().manual_seed(10_000 + seed * 17 + hash_config(method, adapter))
