@@ -73,3 +73,18 @@ def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"mlflow server not healthy after {timeout}s:\n{(root / 'server.log').read_text()[-3000:]}")
+
+
+def processes_using(marker: str) -> list[int]:
+    """PIDs whose command line mentions ``marker`` (a temp dir only our own processes use)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids

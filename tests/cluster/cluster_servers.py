@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servers import processes_using
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ENTRYPOINT = REPO / "docker" / "mlflow-entrypoint.sh"
@@ -266,7 +268,7 @@ class RayCluster:
         """Kill every process that names one of this cluster's temp dirs (ours alone), then remove them."""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            left = {pid for temp_dir in self.temp_dirs for pid in processes_naming(temp_dir)}
+            left = {pid for temp_dir in self.temp_dirs for pid in processes_using(temp_dir)}
             if not left:
                 break
             for pid in left:
@@ -275,21 +277,6 @@ class RayCluster:
             time.sleep(0.3)
         for temp_dir in self.temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def processes_naming(marker: str) -> list[int]:
-    """PIDs whose command line contains ``marker`` (a temp dir only the cluster we started uses)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def start_ray_cluster(node_env: dict[str, str], worker_cpus: int = 2, timeout: float = 120) -> RayCluster:

@@ -219,22 +219,11 @@ class BuiltSweep:
     trials: list[Trial]
 
 
-_BUILT: dict[tuple[str, str], BuiltSweep] = {}
-
-
-def shared_sweep(server_uri: str, tmp_path_factory, which: str) -> BuiltSweep:
-    """Sweep ``a`` or ``b`` on this server, written on first use and shared by every test module."""
+def build_sweep(server_uri: str, base: Path, which: str) -> BuiltSweep:
+    """Sweep ``a`` (three seeds, plus a FAILED run to leave out) or ``b`` (fewer seeds) on this server."""
     from mlflow import MlflowClient
 
-    key = (server_uri, which)
-    if key not in _BUILT:
-        base_key = (server_uri, "base")
-        if base_key not in _BUILT:
-            base = save_tiny_base(tmp_path_factory.mktemp("tiny-base"))
-            _BUILT[base_key] = BuiltSweep("", "", [], base, [])
-        base = _BUILT[base_key].base
-        trials = SWEEP_A_TRIALS if which == "a" else SWEEP_B_TRIALS
-        name = f"report-test-{which}-{uuid.uuid4().hex[:8]}"
-        parent, runs = write_sweep(MlflowClient(server_uri), name, base, trials, extra_unfinished=which == "a")
-        _BUILT[key] = BuiltSweep(name, parent, runs, base, trials)
-    return _BUILT[key]
+    trials = SWEEP_A_TRIALS if which == "a" else SWEEP_B_TRIALS
+    name = f"report-test-{which}-{uuid.uuid4().hex[:8]}"
+    parent, runs = write_sweep(MlflowClient(server_uri), name, base, trials, extra_unfinished=which == "a")
+    return BuiltSweep(name, parent, runs, base, trials)

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from sweep_record import BuiltSweep, shared_sweep, trial_model
+from sweep_record import trial_model
 
 from comol.errors import ConfigError
 from orchestration.cli import main
@@ -18,16 +18,6 @@ from orchestration.tracking import schema
 from orchestration.tracking.queries import client_for
 
 PROMPTS = ["What is 3 + 4?", "Add 12 and 30.", "Tom has 5 apples and eats 2. How many are left?"]
-
-
-@pytest.fixture(scope="module")
-def sweep_a(mlflow_server, tmp_path_factory) -> BuiltSweep:
-    return shared_sweep(mlflow_server.uri, tmp_path_factory, "a")
-
-
-@pytest.fixture(scope="module")
-def sweep_b(mlflow_server, tmp_path_factory) -> BuiltSweep:
-    return shared_sweep(mlflow_server.uri, tmp_path_factory, "b")
 
 
 @pytest.fixture(scope="module")

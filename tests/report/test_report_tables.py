@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from sweep_record import BuiltSweep, shared_sweep
 
 from orchestration.cli import main
 from orchestration.report import run_report
@@ -18,16 +17,6 @@ from orchestration.report.render import terminal_text
 from orchestration.tracking import schema
 
 BENCH_METRICS = [schema.accuracy_metric(b) for b in ("addsub", "gsm8k", "svamp")] + [schema.METRIC_AVERAGE]
-
-
-@pytest.fixture(scope="module")
-def sweep_a(mlflow_server, tmp_path_factory) -> BuiltSweep:
-    return shared_sweep(mlflow_server.uri, tmp_path_factory, "a")
-
-
-@pytest.fixture(scope="module")
-def sweep_b(mlflow_server, tmp_path_factory) -> BuiltSweep:
-    return shared_sweep(mlflow_server.uri, tmp_path_factory, "b")
 
 
 @pytest.fixture(scope="module")

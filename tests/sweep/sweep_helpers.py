@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from servers import processes_using
 
 # Subprocess clusters, jobs and drivers get RAY_AUTH_MODE pinned in their environment (see ``ray_env``);
 # the in-process Ray follows Ray's own default, which must not be changed after ray is imported.
@@ -48,21 +49,6 @@ def grid_spec(name: str, model: Path, **overrides: Any) -> dict[str, Any]:
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def processes_using(marker: str) -> list[int]:
-    """PIDs whose command line mentions ``marker`` (a temp dir only our own processes use)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def kill_tree(pgid: int | None, marker: str) -> None:

@@ -92,7 +92,7 @@ def _pgid_of(temp_dir: str) -> int | None:
     """The process group of the head's daemons (``ray start`` exits; its children keep its group)."""
     import os
 
-    from sweep_helpers import processes_using
+    from servers import processes_using
 
     for pid in processes_using(temp_dir):
         try:
