@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestration.sweep.space import TrialPlan
 from orchestration.sweep.trainable import METRIC_CACHED, SweepContext
-from orchestration.tracking.writer import TrialIdentity, TrialRecorder
+from orchestration.tracking.writer import TrialRecorder
 
 
 def describe(plan: TrialPlan) -> str:
@@ -106,19 +106,7 @@ class SweepProgress(tune.Callback):
         self._advance()
 
     def _mark_pruned(self, plan: TrialPlan) -> None:
-        spec = self.context.sweep_spec
-        identity = TrialIdentity(
-            self.context.uri,
-            self.context.experiment_id,
-            self.context.parent_run_id,
-            spec.name,
-            plan.config_id,
-            plan.seed,
-            plan.method,
-            str(plan.train["model"]),
-            plan.run_name,
-        )
-        recorder = TrialRecorder(identity).open()
+        recorder = TrialRecorder(self.context.identity_for(plan)).open()
         if not recorder.finished:
             recorder.end("KILLED", pruned=True)
 

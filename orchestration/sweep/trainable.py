@@ -73,6 +73,20 @@ class SweepContext:
         where = {a: f"search.optuna.space.{a}" for a in point}
         return resolve_trial(spec, point, seed, where, self.train_dir)
 
+    def identity_for(self, plan: TrialPlan) -> TrialIdentity:
+        """The MLflow identity of a trial's run: the same (config_id, seed) always reopens the same run."""
+        return TrialIdentity(
+            uri=self.uri,
+            experiment_id=self.experiment_id,
+            parent_run_id=self.parent_run_id,
+            sweep=self.spec["name"],
+            config_id=plan.config_id,
+            seed=plan.seed,
+            method=plan.method,
+            base_model=str(plan.train["model"]),
+            run_name=plan.run_name,
+        )
+
 
 def load_body(entry: str) -> Body:
     module_name, _, name = ENTRIES.get(entry, entry).partition(":")
@@ -122,18 +136,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable (see module docstring)."""
     plan = context.plan_for(config)
     spec = context.sweep_spec
-    identity = TrialIdentity(
-        uri=context.uri,
-        experiment_id=context.experiment_id,
-        parent_run_id=context.parent_run_id,
-        sweep=spec.name,
-        config_id=plan.config_id,
-        seed=plan.seed,
-        method=plan.method,
-        base_model=str(plan.train["model"]),
-        run_name=plan.run_name,
-    )
-    recorder = TrialRecorder(identity).open()
+    recorder = TrialRecorder(context.identity_for(plan)).open()
     tags = {"config_id": plan.config_id, "seed": plan.seed, "method": plan.method}
     if recorder.finished:  # done by an earlier attempt or driver: report it, do not train again
         _report({**recorder.existing_metrics, **tags, METRIC_CACHED: 1})
