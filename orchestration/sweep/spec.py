@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from comol.errors import ConfigError
+from orchestration.config_errors import config_error
 
 # The axes a sweep may vary, in the order they are shown. ``alpha_multiplier`` sets alpha = m × rank.
 AXES = ("method", "rank", "experts", "core_routing", "alpha", "alpha_multiplier", "lr")
@@ -257,74 +258,13 @@ class SweepSpec(_Strict):
         return seeds
 
 
-def _is_branch(part: Any) -> bool:
-    """A union branch name pydantic puts into an error location (not a field)."""
-    return isinstance(part, str) and (part == "FloatRange" or part.startswith(("list[", "function")))
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    """pydantic's location → ``search.grid.variants[1].experts`` (union branch names dropped)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _is_branch(part):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "spec"
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys allowed where an unknown key was found."""
-    model: type[BaseModel] = SweepSpec
-    for part in loc[:-1]:
-        if isinstance(part, int) or _is_branch(part):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if a is not type(None)]
-        inner = [getattr(a, "__args__", (a,))[0] for a in inner]
-        sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if sub is None:
-            return None
-        model = sub
-    return list(model.model_fields)
-
-
-def config_error(err: ValidationError, prefix: str = "") -> ConfigError:
-    """The first pydantic error as a ConfigError naming its field (and the allowed keys or values)."""
-    # Under a union (a list or a range), the branch whose type did not even match is the least helpful error.
-    mismatch = ("list_type", "model_type", "model_attributes_type")
-    errors = sorted(err.errors(), key=lambda e: e["type"] in mismatch)
-    first = errors[0]
-    if first["type"] not in mismatch:
-        errors = [e for e in errors if e["type"] not in mismatch]
-    loc = tuple(first["loc"])
-    field = _field_name(loc)
-    if prefix:
-        field = f"{prefix}.{field}" if field != "spec" else prefix
-    message = str(first["msg"]).removeprefix("Value error, ")
-    allowed = None
-    if first["type"] == "extra_forbidden":
-        message = "is not a known setting"
-        allowed = _allowed_keys(loc) if not prefix else None
-    elif first["type"] == "missing":
-        message = "is required"
-    more = len({_field_name(tuple(e["loc"])) for e in errors} - {_field_name(loc)})
-    if more:
-        message += f" (and {more} more field{'s' if more > 1 else ''} with errors)"
-    return ConfigError(field, message, allowed=allowed)
-
-
 def parse_spec(data: Any) -> SweepSpec:
     if not isinstance(data, dict):
         raise ConfigError("spec", f"must be a YAML mapping with keys name, train, search, …; got {type(data).__name__}")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise config_error(err) from None
+        raise config_error(err, SweepSpec, "spec") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comol.errors import ConfigError
+from orchestration.config_errors import config_error
 
 SMOLLM2 = "smollm2-135m"
 ARITHMETIC = "arithmetic"
@@ -217,7 +218,7 @@ class TrainConfig(_Section):
         try:
             config = cls.model_validate(data)
         except ValidationError as err:
-            raise config_error(err) from None
+            raise config_error(err, cls, "config") from None
         config._check()
         return config
 
@@ -261,41 +262,12 @@ class TrainConfig(_Section):
                 raise ConfigError("fault.at_step", f"{self.fault.at_step} is beyond training.max_steps = {max_steps}")
 
 
-def config_error(err: ValidationError) -> ConfigError:
-    """The first pydantic error as a ConfigError: dotted field, message, allowed values where finite."""
-    errors = err.errors()
-    first = errors[0]
-    field = ".".join(str(part) for part in first["loc"]) or "config"
-    allowed: list[str] | None = None
-    if first["type"] == "literal_error":
-        allowed = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
-    elif first["type"] == "extra_forbidden":
-        allowed = sorted(_section_at(first["loc"][:-1]).model_fields)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "is not a setting here"
-    if len(errors) > 1:
-        others = "; ".join(".".join(map(str, e["loc"])) for e in errors[1:])
-        message += f" (also invalid: {others})"
-    return ConfigError(field, message, allowed=allowed)
-
-
 def _bare_message(err: ConfigError) -> str:
     """A ConfigError's message without its field prefix and 'allowed' suffix (to re-raise it renamed)."""
     text = str(err).removeprefix(f"{err.field}: ")
     if err.allowed is not None:
         text = text.removesuffix(f" (allowed: {', '.join(map(str, err.allowed))})")
     return text
-
-
-def _section_at(loc: tuple) -> type[BaseModel]:
-    """The pydantic model class at a dotted location of TrainConfig (for 'allowed keys' messages)."""
-    section: type[BaseModel] = TrainConfig
-    for part in loc:
-        annotation = section.model_fields[str(part)].annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        section = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
-    return section
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""Pydantic validation errors as one ``ConfigError``: the dotted field, a short message, and the allowed keys or
+values where they are finite. Shared by the training config and the sweep spec, validated once at the edge."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from comol.errors import ConfigError
+
+# Under a union (a list or a range), the branch whose type did not even match is the least helpful error.
+_MISMATCH = ("list_type", "model_type", "model_attributes_type")
+
+
+def _is_branch(part: Any) -> bool:
+    """A union branch tag pydantic puts into an error location (``list[float]``, ``FloatRange``), not a field."""
+    return isinstance(part, str) and (part.startswith(("list[", "dict[", "literal[", "function")) or part[:1].isupper())
+
+
+def field_name(loc: tuple[Any, ...], root_name: str) -> str:
+    """pydantic's location → ``search.grid.variants[1].experts`` (branch tags dropped); ``root_name`` if empty."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _is_branch(part):
+            out += ("." if out else "") + str(part)
+    return out or root_name
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the model where an unknown key was found (through optional and list-of-model fields)."""
+    model = root
+    for part in loc[:-1]:
+        if isinstance(part, int) or _is_branch(part):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if a is not type(None)]
+        inner = [getattr(a, "__args__", (a,))[0] for a in inner]
+        sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return sorted(model.model_fields)
+
+
+def config_error(err: ValidationError, root: type[BaseModel], root_name: str) -> ConfigError:
+    """The first (most useful) error of ``root``'s validation; other invalid fields are listed after it."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] in _MISMATCH)
+    first = errors[0]
+    if first["type"] not in _MISMATCH:
+        errors = [e for e in errors if e["type"] not in _MISMATCH]
+    loc = tuple(first["loc"])
+    field = field_name(loc, root_name)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    allowed: list[str] | None = None
+    if first["type"] == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
+    elif first["type"] == "extra_forbidden":
+        message = "is not a known setting"
+        allowed = _allowed_keys(root, loc)
+    elif first["type"] == "missing":
+        message = "is required"
+    others = sorted({field_name(tuple(e["loc"]), root_name) for e in errors} - {field})
+    if others:
+        message += f" (also invalid: {'; '.join(others)})"
+    return ConfigError(field, message, allowed=allowed)
