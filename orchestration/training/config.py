@@ -184,8 +184,9 @@ class TrainConfig(_Section):
         unless told which training set to hold out: the same problems cannot be both trained and scored."""
         held_out = self.evaluation.options.get("arithmetic") if self.evaluation else None
         if isinstance(held_out, dict) and self.data.source == ARITHMETIC:
-            held_out.setdefault("train_size", self.data.size)
-            held_out.setdefault("data_seed", self.data.seed if self.data.seed is not None else self.training.seed)
+            seed = self.data.seed if self.data.seed is not None else self.training.seed
+            # a new mapping: the caller's dict (a sweep's resolved trial, say) is left as it was
+            self.evaluation.options["arithmetic"] = {"train_size": self.data.size, "data_seed": seed, **held_out}
         return self
 
     # --- derived values -------------------------------------------------------------------------

@@ -134,13 +134,13 @@ def test_a_validated_config_round_trips_through_a_dict():
 
 def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems():
     hook = "orchestration.evaluation.benchmarks:training_hook"
-    config = TrainConfig.from_dict(
-        {
-            "data": {"source": "arithmetic", "size": 300, "seed": 4},
-            "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 32}}},
-        }
-    )
+    given = {
+        "data": {"source": "arithmetic", "size": 300, "seed": 4},
+        "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 32}}},
+    }
+    config = TrainConfig.from_dict(given)
     assert config.evaluation.options["arithmetic"] == {"size": 32, "train_size": 300, "data_seed": 4}
+    assert given["evaluation"]["options"]["arithmetic"] == {"size": 32}  # the input is not modified
     no_seed = TrainConfig.from_dict(
         {
             "data": {"source": "arithmetic", "size": 100},
