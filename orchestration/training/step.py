@@ -9,6 +9,7 @@ zero for CoMoL and LoRA) is averaged over micro-batches and ranks.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Iterable
@@ -48,7 +49,7 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     predicts = torch.zeros_like(labels, dtype=torch.bool)
     predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if _keeps_logits(model):
+    if _keeps_logits(type(model)):
         logits = model(**inputs, logits_to_keep=predicts).logits.float()  # (label tokens, vocab)
     else:
         logits = model(**inputs).logits[predicts].float()
@@ -57,9 +58,11 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     return total, predicts.sum()
 
 
-def _keeps_logits(model: nn.Module) -> bool:
-    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+@functools.cache
+def _keeps_logits(model_class: type[nn.Module]) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do); asked once per class,
+    not on every micro-batch."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def _all_reduce(values: list[float], device: torch.device, op=dist.ReduceOp.SUM) -> list[float]:
