@@ -68,6 +68,7 @@ def main() -> None:
 
     from orchestration.sweep.runner import run_sweep
     from orchestration.sweep.spec import parse_spec
+    from orchestration.sweep.trainable import METRIC_TRIAL_TIME
     from orchestration.tracking import schema
     from orchestration.tracking.writer import SweepTracker
 
@@ -89,7 +90,7 @@ def main() -> None:
         runs = list(tracker.finished().values())
         compute_key = schema.METRIC_TRAIN_TIME
         compute = sum(r.data.metrics[compute_key] for r in runs)
-        driver = sum(r.data.metrics["time/trial_s"] for r in runs)
+        driver = sum(r.data.metrics[METRIC_TRIAL_TIME] for r in runs)
         overhead = wall - compute
         # Where the overhead sits: once per sweep (start-up before the first trial's run opens, shut-down after
         # the last one closes) or per trial (gaps between runs, the driver's own work around train()).

@@ -19,6 +19,7 @@ import torch
 
 from orchestration.sweep.space import TrialPlan
 from orchestration.sweep.trainable import TrialOutcome
+from orchestration.tracking import schema
 from orchestration.tracking.writer import TrialRecorder
 
 SEQ_LEN = 16
@@ -123,6 +124,6 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
         "eval/loss": eval_loss,
         "eval/smoke/accuracy": accuracy,
         "eval/average": accuracy,
-        "time/train_s": train_s,
+        schema.METRIC_TRAIN_TIME: train_s,
     }
     return TrialOutcome(metrics, adapter_dir, [generations], steps, last_metrics)
