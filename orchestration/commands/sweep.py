@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     from orchestration.sweep.progress import describe
     from orchestration.sweep.runner import prepare, results_table, run_sweep, where_to_look
+    from orchestration.sweep.spec import load_spec
     from orchestration.tracking import schema
 
     console = Console(soft_wrap=True)  # long URIs and commands stay on one line, copy-pasteable
-    spec, paths, plan = prepare(args.spec, args.output_dir)  # every trial validated before Ray starts
     if args.dry_run:
+        spec, paths, plan = prepare(args.spec, args.output_dir)
         if plan.kind == "grid":
             for trial in plan.trials:
                 console.print(f"{trial.key}  {describe(trial)}")
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             f"sweep folder {paths.sweep_dir}"
         )
         return 0
-    result = run_sweep(
+    spec = load_spec(args.spec)
+    result = run_sweep(  # validates every trial before Ray or MLflow is touched
         spec,
         resume=args.resume,
         tracking_uri=args.tracking_uri,

@@ -389,7 +389,3 @@ def _trial_name(trial: Any) -> str:
     if "trial" in config:
         return str(config["trial"])
     return f"{trial.trial_id}-i{config.get('__trial_index__', 0)}"
-
-
-def run_sweep_file(spec_path: str | Path, **kwargs: Any) -> SweepResult:
-    return run_sweep(load_spec(spec_path), **kwargs)
