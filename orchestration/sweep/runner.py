@@ -129,11 +129,12 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 
 # --- the sweep ------------------------------------------------------------------------------------
-def _summary_rows(tracker: SweepTracker, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per configuration from its FINISHED runs: the metric's seed mean ± sample std, best first."""
+def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dict[str, Any]]:
+    """One row per configuration from its FINISHED runs (of ``SweepTracker.finished``): the metric's seed
+    mean ± sample std, best first."""
     metric = metric_key(spec.metric)
     by_config: dict[str, list[Any]] = {}
-    for (config_id, _seed), run in sorted(tracker.finished().items()):
+    for (config_id, _seed), run in sorted(done.items()):
         if run.info.status == "FINISHED":
             by_config.setdefault(config_id, []).append(run)
     rows = []
@@ -369,8 +370,9 @@ def _finish(
 ) -> SweepResult:
     """Summarise from MLflow (the source of truth) and close the parent run."""
     tracker = record.tracker
-    finished = len(tracker.finished())
-    rows = _summary_rows(tracker, spec)
+    done = tracker.finished()  # one search of the trial runs for the count and the table
+    finished = len(done)
+    rows = _summary_rows(done, spec)
     result = SweepResult(
         spec.name, uri, tracker.experiment_id, record.parent_run_id, record.planned, finished, ran, failed, 0.0, rows
     )
