@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,12 +28,7 @@ class MlflowServer:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        stop_group(self.process, timeout=15)
 
 
 def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
@@ -61,18 +57,41 @@ def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
         start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", process, root / "server.log", timeout)
+    except RuntimeError:
+        stop_group(process)
+        raise
+    return MlflowServer(uri, root, process)
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal the process group a test started (``start_new_session``), then kill it if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited early:\n{(root / 'server.log').read_text()[-3000:]}")
+            raise RuntimeError(f"{process.args[0]} exited early ({process.returncode}):\n{log.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return MlflowServer(uri, root, process)
+                    return
         except OSError:
             time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"mlflow server not healthy after {timeout}s:\n{(root / 'server.log').read_text()[-3000:]}")
+    raise RuntimeError(f"{url} not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
 def processes_using(marker: str) -> list[int]:
