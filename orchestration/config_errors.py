@@ -1,14 +1,29 @@
-"""Pydantic validation errors as one ``ConfigError``: the dotted field, a short message, and the allowed keys or
-values where they are finite. Shared by the training config and the sweep spec, validated once at the edge."""
+"""Reading a user's YAML at the edge: syntax errors and pydantic validation errors as one ``ConfigError`` (the
+dotted field, a short message, the allowed keys or values where they are finite). Shared by the training
+config and the sweep spec."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from comol.errors import ConfigError
+
+
+def read_yaml(path: str | Path, what: str, field: str) -> Any:
+    """The parsed contents of ``path``; a missing file names ``what`` it should be, bad YAML names ``field``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(field, f"{path} is not valid YAML: {err}") from None
+
 
 # Under a union (a list or a range), the branch whose type did not even match is the least helpful error.
 _MISMATCH = ("list_type", "model_type", "model_attributes_type")

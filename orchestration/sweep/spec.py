@@ -12,11 +12,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from comol.errors import ConfigError
-from orchestration.config_errors import config_error
+from orchestration.config_errors import config_error, read_yaml
 
 # The axes a sweep may vary, in the order they are shown. ``alpha_multiplier`` sets alpha = m × rank.
 AXES = ("method", "rank", "experts", "core_routing", "alpha", "alpha_multiplier", "lr")
@@ -269,14 +268,7 @@ def parse_spec(data: Any) -> SweepSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep YAML (schema only; :func:`orchestration.sweep.space.plan` checks each trial)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no sweep spec at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError("spec", f"{path} is not valid YAML: {err}") from None
-    return parse_spec(data)
+    return parse_spec(read_yaml(path, "sweep spec", "spec"))
 
 
 def is_valid_name(name: str) -> bool:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comol.errors import ConfigError
-from orchestration.config_errors import config_error
+from orchestration.config_errors import config_error, read_yaml
 
 SMOLLM2 = "smollm2-135m"
 ARITHMETIC = "arithmetic"
@@ -290,13 +290,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML training config, apply ``--set`` style overrides, and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such config file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
+    data = read_yaml(path, "training config", "config")
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must hold a mapping of settings, got {type(data).__name__}")
