@@ -277,12 +277,14 @@ def _join_fresh_session_keyring(layers: list[str]) -> None:
     could read and clear the secrets the evaluator keeps there."""
     keyctl = _key_syscalls()[3]
     serial = _libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), None)
-    if serial < 0:
-        if ctypes.get_errno() != errno.ENOSYS:
-            _check(serial, "join a new session keyring")
-        layers.append("keyring:none-in-kernel")  # a kernel without keys holds no keyring to leak
-        return
-    layers.append("keyring:fresh-session")
+    if serial >= 0:
+        layers.append("keyring:fresh-session")
+    elif ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+        # A kernel without keys, or a policy above us (a container's seccomp profile) that denies the key
+        # syscalls to every process here, the evaluator included: no key can have been added to leak.
+        layers.append(f"keyring:unavailable-here({errno.errorcode[ctypes.get_errno()]})")
+    else:
+        _check(serial, "join a new session keyring")
 
 
 class _SockFilter(ctypes.Structure):
