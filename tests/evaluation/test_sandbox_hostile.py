@@ -418,7 +418,7 @@ def add(a, b):
 def test_a_reply_built_to_collide_is_decoded_within_the_deadline():
     verdict = run_check(COLLIDING_REPLY, TEST, "add", limits=LIMITS)
     assert verdict.status == "timeout", verdict
-    assert verdict.seconds < LIMITS.timeout_s + 3, verdict
+    assert verdict.seconds < LIMITS.timeout_s + 5, verdict  # + closing: kill, reap, remove (a loaded machine)
 
 
 # Replies past the bounds on their structure: refused while decoding, long before any deadline.
