@@ -107,7 +107,7 @@ def build(variant: Variant, base: nn.Linear, rank: int) -> nn.Module:
 def adapter_only(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the adapter adds to W x, computed the way the layer's own forward computes it."""
     if isinstance(layer, AdapterLayer):
-        return lambda x: layer.delta(layer.dropout(x)) * layer.scaling
+        return lambda x: layer.delta(x) * layer.scaling
     name = layer.active_adapters[0]  # PEFT's lora.Linear
     return lambda x: layer.lora_B[name](layer.lora_A[name](layer.lora_dropout[name](x))) * layer.scaling[name]
 
