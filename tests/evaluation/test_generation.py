@@ -155,9 +155,10 @@ def test_arithmetic_evaluation_is_held_out_and_shards_like_the_whole(model, toke
         training_hook(model, tokenizer, {"math": [], "arithmetic": {"size": 6}}, rank=0, world_size=1, device=None)
 
 
-def test_smear_generation_continues_the_route_it_was_trained_with(tokenizer):
+@pytest.mark.parametrize("config_cache", [True, False], ids=["cache-on", "cache-off-in-config"])
+def test_smear_generation_continues_the_route_it_was_trained_with(tokenizer, config_cache):
     """Batched generation equals greedy decoding by full teacher-forced forwards with the prompt mask (how
-    training routes), even when the model's config turns the KV cache off, as training sets it."""
+    training routes), also when the model's config turns the KV cache off, as training sets it."""
     from comol import inject_adapter, make_config
 
     model = inject_adapter(tiny_model(seed=3), make_config("smear", r=4, num_experts=3))
@@ -166,8 +167,7 @@ def test_smear_generation_continues_the_route_it_was_trained_with(tokenizer):
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
-    model.config.use_cache = False
-    model.generation_config.use_cache = False
+    model.config.use_cache = model.generation_config.use_cache = config_cache
     new_tokens = 10
     completions = generate(model, tokenizer, PROMPTS, GenerationConfig(new_tokens, batch_size=3), progress=False)
     eos = {tokenizer.eos_token_id, model.generation_config.eos_token_id}

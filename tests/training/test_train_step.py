@@ -169,3 +169,39 @@ def test_training_batches_route_smear_on_the_prompt(model_dir):
     )
     torch.testing.assert_close(total, loss(logits), rtol=1e-6, atol=1e-4)
     assert abs(float(total) - float(loss(other))) > 1.0
+
+
+@pytest.mark.parametrize("method", ["smear", "flylora"])
+def test_prompt_routed_and_bias_balanced_methods_train_under_fsdp(process_group, model_dir, method):
+    """Through FSDP2 (one gloo rank): SMEAR takes the batch's prompt_mask past the sharded model's forward, and
+    FlyLoRA's balancing bias moves in the step (after backward), by the load of the step's real tokens."""
+    from comol import adapter_layers
+
+    fields = {"r": 4, "top_k": 1} if method == "flylora" else {"r": 4, "num_experts": 2}
+    config = TrainConfig.from_dict(
+        {
+            "model": str(model_dir),
+            "method": method,
+            "adapter": fields,
+            "data": {"source": "arithmetic", "size": 16, "cutoff_len": 320, "labels": "all"},
+            "training": {"batch_size": 4, "lr": 1e-2, "max_steps": 2},
+        }
+    )
+    tokenizer = load_tokenizer(config.model)
+    data = build_data(config, tokenizer)
+    built = build_model(config, CPU, world_size=1)
+    optimizer, scheduler = build_optimizer(config, built.params, data.total_steps)
+    batch = collate(data.train, list(range(4)), tokenizer.pad_token_id)
+    assert "prompt_mask" in batch
+    seen = []
+    for layer in adapter_layers(built.model).values():
+        layer.register_forward_pre_hook(lambda module, args: seen.append(module.prompt_mask))
+    stats = train_step(
+        built.model, optimizer, scheduler, [batch], built.params, world_size=1, max_grad_norm=1.0, device=CPU
+    )
+    assert stats.finite
+    if method == "smear":  # every SMEAR layer routed with the batch's prompt mask
+        assert seen and all(mask is not None and torch.equal(mask, batch["prompt_mask"]) for mask in seen)
+    if method == "flylora":
+        biases = [layer._get("flylora_d") for layer in adapter_layers(built.model).values()]
+        assert all(torch.count_nonzero(d) > 0 for d in biases)
