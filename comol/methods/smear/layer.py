@@ -6,8 +6,8 @@ prompt is what the model call's ``prompt_mask`` marks (see below). So:
 - every position from the last prompt token on — the whole response — shares ONE route, the prompt's: that is
   SMEAR's instance-level merge, Ā = Σ p_i A_i, B̄ = Σ p_i B_i, applied to those tokens as s · B̄ Ā dropout(x);
 - a position inside the prompt routes on the prompt tokens up to it, so no position ever depends on a later
-  token, whether the loss covers the response only or the whole sequence. Those positions (a few per example)
-  mix their experts per token, Σ_i p_i B_i (Σ_j p_j A_j x), which costs N LoRAs instead of one.
+  token, whether the loss covers the response only or the whole sequence. Those positions (all of the prompt but
+  its last token) mix their experts per token, Σ_i p_i B_i (Σ_j p_j A_j x), which costs N LoRAs instead of one.
 
 The router is linear, so the mean of W_g x over the prompt is the pooled logit; the router reads the clean x,
 only the experts' input is dropped. The masks come from the model call through the pre-hook
@@ -113,8 +113,8 @@ class SMEARLayer(ExpertsLayer):
         return self.B((p.unsqueeze(-1) * h.unsqueeze(-2)).flatten(-2))  # B̄ h: (U, m)
 
     def flops_per_token(self) -> int:
-        """Per token: its router logits (N·n) and Ā x, B̄ (Ā x). The per-example merge N·r·(n+m) is shared by
-        the example's tokens, and the prompt positions before the prompt's last token, which mix per token at
-        N·r·(n+m) each, are a few per example: neither is included."""
+        """Per response token: its router logits (N·n) and Ā x, B̄ (Ā x). Not included: the per-example merge
+        N·r·(n+m), shared by the example's tokens, and the extra cost of the prompt's positions before its last
+        token, which mix per token at N·r·(n+m) each (how many they are depends on the data)."""
         r, n, m, N = self.config.r, self.in_features, self.out_features, self.num_experts
         return 2 * (N * n + r * (n + m))
