@@ -34,7 +34,13 @@ class AdapterConfig:
     alpha: float | None = field(
         default=None, metadata={"help": "Scale numerator: output is scaled by alpha/r. Default: alpha = r."}
     )
-    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input x, in [0, 1)."})
+    dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Dropout on the adapter path's input x, in [0, 1); routers always read the clean x. "
+            "Default 0.1, what the CoMoL authors' train.py sets for every method they compare."
+        },
+    )
     target_modules: list[str] | str = field(
         default_factory=lambda: list(DEFAULT_TARGETS),
         metadata={"help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match)."},
@@ -92,16 +98,20 @@ def kaiming_init_(tensor: torch.Tensor) -> None:
 class AdapterLayer(nn.Module, BaseTunerLayer):
     """Wraps a frozen ``nn.Linear`` and adds ``delta(x)`` to its output.
 
-    Subclasses create their weights in ``__init__`` (via :meth:`_add`) and implement :meth:`delta`.
-    The adapter computes in its own weights' dtype (fp32 adapters on a bf16 base work) and casts
-    the result back to the base output's dtype.
+    Subclasses create their weights in ``__init__`` (via :meth:`_linear` / :meth:`_parameter`) and implement
+    :meth:`delta`, which receives the CLEAN input: routers, threshold heads and pools read it as the authors'
+    layers do (``gate(x)``), and the adapter path applies ``self.dropout`` itself. The adapter computes in its
+    own weights' dtype (fp32 adapters on a bf16 base work) and casts the result back to the base output's dtype.
     """
 
     config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
     adapter_layer_names: tuple[str, ...] = ()
-    # Layers that need the model call's padding mask (SMEAR) set this; inject_adapter then puts the call's
-    # 2-D attention_mask on ``self.attention_mask`` (see comol.injection.attach_attention_mask).
+    # Layers that need the model call's padding mask (balancing counts, SMEAR's route) set this; inject_adapter
+    # then puts the call's 2-D attention_mask on ``self.attention_mask`` (see comol.injection.attach_call_masks).
     uses_attention_mask: ClassVar[bool] = False
+    # Layers that route on the prompt (SMEAR) set this; the same pre-hook then also hands them the call's
+    # ``prompt_mask`` keyword (popped before the model sees it) and how many tokens the call's cache holds.
+    uses_prompt_mask: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
         super().__init__()
@@ -116,6 +126,8 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters = []
         self._aux_loss: torch.Tensor | None = None
         self.attention_mask: torch.Tensor | None = None
+        self.prompt_mask: torch.Tensor | None = None
+        self.past_length = 0
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
     # --- construction helpers -------------------------------------------------------------------
@@ -148,15 +160,15 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
 
     # --- forward --------------------------------------------------------------------------------
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The adapter's additive output for input ``x`` (already in adapter dtype), without scale."""
+        """The adapter's additive output for the clean input ``x`` (already in adapter dtype), without scale.
+        Apply ``self.dropout`` on the adapter path only, never before a router."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         if self.disable_adapters:
             return result
-        adapter_dtype = self._adapter_dtype()
-        out = self.delta(self.dropout(x.to(adapter_dtype)))
+        out = self.delta(x.to(self._adapter_dtype()))
         return result + (out * self.scaling).to(result.dtype)
 
     def _adapter_dtype(self) -> torch.dtype:
@@ -196,6 +208,16 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
     def aux_loss(self) -> torch.Tensor | None:
         """This layer's auxiliary (load-balancing) loss from its last forward, or None."""
         return self._aux_loss
+
+    # --- non-gradient updates after backward (see comol.injection.after_backward) -----------------
+    def update_statistics(self) -> torch.Tensor | None:
+        """Counts this layer gathered in its last training forward that steer a non-gradient update (FlyLoRA's
+        balancing bias), or None. They are summed over data-parallel ranks before :meth:`apply_update`, so the
+        forward itself never runs a collective."""
+        return None
+
+    def apply_update(self, totals: torch.Tensor) -> None:
+        """Apply the update from :meth:`update_statistics` summed over every rank."""
 
     # --- merging ---------------------------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:

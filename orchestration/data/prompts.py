@@ -1,4 +1,8 @@
-"""The Alpaca-style prompt the paper (and LLM-Adapters) use for training and evaluation."""
+"""The Alpaca-style prompt the paper's authors use for training, evaluation and ``comol generate`` alike.
+
+As in the authors' ``data.py``, the prompt ends at ``### Response:`` with no newline: the target follows it
+directly (math_14k's outputs begin with their own newline), and generation continues from the same place.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ ALPACA_TEMPLATE = (
     "### Instruction:\n"
     "{instruction}\n"
     "\n"
-    "### Response:\n"
+    "### Response:"
 )
 
 # The variant with an input block, used when a record's ``input`` is non-empty (LLM-Adapters' rule).
@@ -22,12 +26,12 @@ ALPACA_INPUT_TEMPLATE = (
     "### Input:\n"
     "{input}\n"
     "\n"
-    "### Response:\n"
+    "### Response:"
 )
 
 
 def build_prompt(instruction: str, input_text: str = "") -> str:
-    """The prompt up to and including ``### Response:\\n``; the target follows it directly."""
+    """The prompt up to and including ``### Response:``; the target follows it directly."""
     if input_text and input_text.strip():
         return ALPACA_INPUT_TEMPLATE.format(instruction=instruction, input=input_text)
     return ALPACA_TEMPLATE.format(instruction=instruction)

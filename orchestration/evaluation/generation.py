@@ -3,6 +3,8 @@
 Left padding keeps every prompt's last token at the end of the batch row, so the first generated token of a
 padded prompt sees the same context (the attention mask hides the pads, positions come from the mask) as
 the prompt alone. Prompts are batched by length to waste little on padding; results come back in order.
+Always with the KV cache: SMEAR routes on the prompt its prefill call sees and reuses that route at every
+decode step, as it was trained.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def generate(
                     num_return_sequences=config.num_samples,
                     eos_token_id=eos,
                     pad_token_id=pad_id,
+                    use_cache=True,
                     **sampling,
                 )
                 new_tokens = output[:, input_ids.shape[1] :].tolist()

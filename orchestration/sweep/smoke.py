@@ -74,7 +74,7 @@ def _generate(model: torch.nn.Module, vocab: int, path: Path) -> Path:
 def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
     from transformers.utils import logging as hf_logging
 
-    from comol import aux_loss, inject_adapter, save_adapter
+    from comol import after_backward, aux_loss, inject_adapter, save_adapter
     from orchestration.models import load_model
     from orchestration.training.config import TrainConfig
 
@@ -102,6 +102,7 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         optimizer.zero_grad()
         loss.backward()
+        after_backward(model)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.training.max_grad_norm or float("inf"))
         optimizer.step()
         if step % config.logging.log_every == 0 or step == steps:

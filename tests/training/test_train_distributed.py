@@ -79,7 +79,13 @@ def tiny_config(model_dir: Path, output_dir: Path, workers: int, **extra) -> Tra
         "name": f"tiny{workers}w",
         "model": str(model_dir),
         "method": "comol",
-        "adapter": {"r": 4, "num_experts": 2, "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"]},
+        # dropout 0: ranks draw their own masks, and the 1- vs 2-worker comparison must be exact
+        "adapter": {
+            "r": 4,
+            "num_experts": 2,
+            "dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"],
+        },
         "data": {"source": "arithmetic", "size": 128, "val_size": 16, "cutoff_len": 320, "labels": "response"},
         "training": {"batch_size": 8, "lr": 3e-2, "warmup_steps": 2, "max_steps": STEPS, "seed": 0},
         "logging": {"log_every": 1, "eval_every": 6, "checkpoint_every": 4, "poll_interval_s": 0.25},

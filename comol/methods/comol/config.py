@@ -10,7 +10,8 @@ from comol.methods.base import AdapterConfig
 
 @dataclass
 class CoMoLConfig(AdapterConfig):
-    """Core Space Mixture of LoRA (arXiv 2603.00573): one shared LoRA (A, B) with N r×r cores."""
+    """Core Space Mixture of LoRA (arXiv 2603.00573): one shared LoRA (A, B) with N r×r cores. The inherited
+    ``dropout`` (default 0.1, the authors') drops x, the merged core and the product, as their layer does."""
 
     method = "comol"
 

@@ -48,7 +48,11 @@ class MoLAConfig(ExpertsConfig):
     )
     top_k: int = field(default=2, metadata={"help": "Experts each token uses (top-k of the softmax)."})
     aux_loss_coef: float = field(
-        default=1e-3, metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."}
+        default=1e-3,
+        metadata={
+            "help": "Weight of the Switch load-balancing loss N·Σ f_i·P_i added to the training loss, at the "
+            "authors' scale (f_i: share of tokens that picked expert i, so Σ f_i = top_k)."
+        },
     )
 
     def __post_init__(self) -> None:
