@@ -158,6 +158,12 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
     def _get(self, name: str) -> Any:
         return getattr(self, name)[self.active_adapter]
 
+    @classmethod
+    def upgrade_saved(cls, tensors: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+        """Saved tensors (PEFT keys) written in adapter format ``version`` → the current layout; a method whose
+        layout changed between versions overrides this, so adapters recorded earlier keep their outputs."""
+        return tensors
+
     # --- forward --------------------------------------------------------------------------------
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """The adapter's additive output for the clean input ``x`` (already in adapter dtype), without scale.

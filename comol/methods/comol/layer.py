@@ -42,6 +42,14 @@ class CoMoLLayer(AdapterLayer):
         # "merged" is the training path; "output" is the paper's Eq. 12, for checking only.
         self.forward_mode: Literal["merged", "output"] = "merged"
 
+    @classmethod
+    def upgrade_saved(cls, tensors: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+        """Format 1 applied each core as M x̂ (column form); format 2 applies x̂ᵀ M as the authors do. The two
+        are the same function of the transposed core, so a format-1 adapter loads with its cores transposed."""
+        if version >= 2:
+            return tensors
+        return {k: v.transpose(-1, -2).contiguous() if k.endswith(".comol_cores") else v for k, v in tensors.items()}
+
     def routing_weights(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """Token-level softmax over experts, in float32 as the spec requires: on x̂ = A·dropout(x) with core
         routing, on the clean x without it (the authors' ``lora_router(lora_A_x)`` / ``lora_router(x)``)."""
