@@ -73,3 +73,22 @@ def test_postprocessing_is_off_by_default_and_explicit(problems):
     trailing = body + "\n\ndef unrelated():\n    pass\n\nprint(has_close_elements([1.0], 0.5))\n"
     cut = Postprocess(stop_sequences=CODEX_STOP_SEQUENCES).apply(trailing, "has_close_elements")
     assert cut == body + "\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({}, None), ({"postprocess": "none"}, None), ({"postprocess": None}, None), ({"postprocess": "standard"}, "std")],
+)
+def test_the_hooks_postprocess_option_is_raw_unless_named(options, expected):
+    from orchestration.evaluation.benchmarks import postprocess_option
+
+    assert postprocess_option(options) == (Postprocess.standard() if expected == "std" else None)
+
+
+def test_a_misspelt_postprocess_option_is_an_error_not_raw_scoring():
+    from comol.errors import ConfigError
+    from orchestration.evaluation.benchmarks import postprocess_option
+
+    with pytest.raises(ConfigError) as err:
+        postprocess_option({"postprocess": "Standard"})
+    assert err.value.field == "evaluation.options.postprocess" and err.value.allowed == ["none", "standard"]
