@@ -2,7 +2,7 @@
 
 The best row is picked from the same seeds it is then compared with, so "below the best" is not one test
 but a search over the table: under no true difference, Holm over only the k − 1 comparisons with the
-picked best still flags a row in about 11% of 8-row tables at 10 seeds a side (simulated; Welch's test is
+picked best still flags a row in about 10% of 8-row tables at 10 seeds a side (simulated; Welch's test is
 exact there). The family that covers any post-hoc pick is every pair of rows: Holm over all of them keeps
 the family-wise error under 5% whichever row turns out best. A reference named in advance (LoRA) is one
 fixed row: Holm over its k − 1 comparisons; picked as the best of several rows, it gets the same

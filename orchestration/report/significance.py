@@ -4,9 +4,9 @@ Sweeps run few seeds (three, the paper's standard), so the interval must hold it
 printed interval is Welch's t-interval of the mean difference (Welch–Satterthwaite degrees of freedom): it
 is the inversion of Welch's test, so it excludes 0 exactly when p < ALPHA. No bootstrap: in simulation
 (``benchmarks/interval_calibration.py``) a percentile bootstrap 95% interval excluded 0 in about 19% of null
-comparisons at 3 seeds a side, 12% at 5 and still 6–8% at 50 (normal, lognormal and exponential seeds),
-while Welch's test stayed at or under 5% at every n; a sweep never runs the hundred-odd seeds a side at
-which the bootstrap would be calibrated.
+comparisons at 3 seeds a side, 12-13% at 5 and still about 6% at 50 and 100 (normal, lognormal and exponential
+seeds), while Welch's stayed at or under 5% (within Monte-Carlo error) at every n: no seed count a sweep runs
+makes the bootstrap the better interval.
 
 Each comparison also says what the sweep could have detected: the smallest difference Welch's test finds
 with POWER at the observed spread and seed counts (noncentral t), and how many seeds a side would detect
