@@ -172,7 +172,18 @@ def against(report: Report, metric: str, target: str, candidates: Iterable[str])
     return by_row, sum(not math.isnan(p) for p in raw)
 
 
-COMPARISON_FIELDS = ("diff", "ci_low", "ci_high", "p", "p_holm", "significant", "detectable", "seeds_needed", "note")
+COMPARISON_FIELDS = (
+    "diff",
+    "ci_low",
+    "ci_high",
+    "df",
+    "p",
+    "p_holm",
+    "significant",
+    "detectable",
+    "seeds_needed",
+    "note",
+)
 
 
 def _row(prefix: str, test: Comparison | None, p_holm: float) -> dict[str, object]:
@@ -184,6 +195,7 @@ def _row(prefix: str, test: Comparison | None, p_holm: float) -> dict[str, objec
             "diff": test.diff,
             "ci_low": test.ci_low,
             "ci_high": test.ci_high,
+            "df": test.df,
             "p": test.p,
             "p_holm": p_holm,
             "significant": bool(p_holm < ALPHA),

@@ -288,6 +288,7 @@ def csv_significance_columns() -> dict[str, str]:
         "diff": "diff",
         "ci_low": f"{ci} low",
         "ci_high": f"{ci} high",
+        "df": "df (Welch-Satterthwaite)",
         "p": "p (Welch)",
         "p_holm": "p (Holm)",
         "significant": f"significant (Holm p < {ALPHA})",

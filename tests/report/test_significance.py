@@ -202,6 +202,8 @@ def test_report_prints_welchs_interval_agreeing_with_p_and_holm_over_all_pairs_f
     csv = csv_frame(report)
     close = csv.loc["close"]
     assert close["Average vs best p (Welch)"] == pytest.approx(raw)
+    welch_df = compare(rows["close"][2], rows["best"][2]).df
+    assert close["Average vs best df (Welch-Satterthwaite)"] == pytest.approx(welch_df)
     assert close["Average vs best p (Holm)"] == pytest.approx(expected)
     assert close["Average vs best 95% CI (Welch t) low"] < close["Average vs best diff"] < 0
     assert close["Average vs best detectable diff (80% power)"] > 0
