@@ -277,7 +277,10 @@ def csv_frame(report: Report) -> pd.DataFrame:
     out["train_s mean"] = report.table["train_s"]
     for prefix, _ in COMPARISONS:
         for field, name in csv_significance_columns().items():
-            out[f"{report.headline.title} {prefix} {name}"] = report.significance[f"{prefix} {field}"]
+            values = report.significance[f"{prefix} {field}"]
+            if field == "seeds_needed":  # a count, empty where it cannot be said (the note says why)
+                values = pd.to_numeric(values).astype("Int64")
+            out[f"{report.headline.title} {prefix} {name}"] = values
     return out
 
 
