@@ -38,6 +38,27 @@ ARITHMETIC = "arithmetic"  # the generated held-out problems (orchestration/data
 ARITHMETIC_RULES = "gsm8k"  # their answers are numbers: the reference numeric rule (last number, within 0.001)
 
 
+# ``evaluation.options.postprocess`` of the training hook: HumanEval completions are scored as generated
+# (the authors' protocol) unless a spec names a clean-up.
+POSTPROCESS = {"none": Postprocess(), "standard": Postprocess.standard()}
+
+
+def postprocess_option(options: Mapping) -> Postprocess | None:
+    """The clean-up ``options['postprocess']`` names (absent or 'none': raw completions); a typo is an error,
+    never a silent switch to raw scoring."""
+    name = options.get("postprocess", "none")
+    if name is None:
+        name = "none"
+    if name not in POSTPROCESS:
+        raise ConfigError(
+            "evaluation.options.postprocess",
+            f"{name!r} is not a HumanEval post-processing ('none': score completions as generated, as the authors "
+            "do; 'standard': first fenced block, repeated signature dropped, cut at the Codex stop sequences)",
+            allowed=list(POSTPROCESS),
+        )
+    return None if name == "none" else POSTPROCESS[name]
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, float]
@@ -209,9 +230,9 @@ def training_hook(
     Options: ``math`` (list of datasets, default all six; [] to skip), ``arithmetic`` (``{size, train_size,
     data_seed}``: held-out generated problems, see :func:`evaluate_arithmetic`), ``humaneval`` (bool, default False),
     ``limit`` / ``humaneval_limit`` (examples per dataset / problems), ``data_dir``, ``max_new_tokens``,
-    ``batch_size``, ``num_samples`` (HumanEval), ``postprocess`` ("standard" or none), ``generations_path``
-    (rank 0 writes every rank's records there as JSONL). Keys are returned without the ``eval/`` prefix,
-    which the hook runner adds.
+    ``batch_size``, ``num_samples`` (HumanEval), ``postprocess`` ('none', the default, or 'standard'),
+    ``generations_path`` (rank 0 writes every rank's records there as JSONL). Keys are returned without the
+    ``eval/`` prefix, which the hook runner adds.
     """
     overrides = {k: options[k] for k in ("max_new_tokens", "batch_size") if k in options}
     metrics: dict[str, float] = {}
@@ -263,7 +284,7 @@ def training_hook(
             world_size=world_size,
             generation=GenerationConfig.humaneval(**overrides),
             ks=ks,
-            postprocess=Postprocess.standard() if options.get("postprocess") == "standard" else None,
+            postprocess=postprocess_option(options),
             progress=rank == 0,
         )
         merged = _gather(result.records, world_size)

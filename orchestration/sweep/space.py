@@ -56,6 +56,7 @@ class SweepPlan:
     spec: SweepSpec
     trials: list[TrialPlan] = field(default_factory=list)  # grid: every (configuration, seed)
     configurations: int = 0
+    corners: list[TrialPlan] = field(default_factory=list)  # Optuna: every corner checked (first seed)
 
     @property
     def kind(self) -> str:
@@ -256,7 +257,7 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
     space = spec.search.optuna.space
     methods = _methods(spec)
     used: set[str] = set()
-    count = 0
+    corners: list[TrialPlan] = []
     for method in methods:
         axes = applicable_axes(spec, method)
         used.update(axes)
@@ -266,9 +267,8 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
             if space.method:
                 point["method"] = method
             where = {a: f"search.optuna.space.{a}" for a in point}
-            resolve_trial(spec, point, spec.seeds[0], where, train_dir)
-            count += 1
-            if count > MAX_OPTUNA_COMBINATIONS:
+            corners.append(resolve_trial(spec, point, spec.seeds[0], where, train_dir))
+            if len(corners) > MAX_OPTUNA_COMBINATIONS:
                 raise ConfigError(
                     "search.optuna.space", f"more than {MAX_OPTUNA_COMBINATIONS} categorical combinations to check"
                 )
@@ -277,7 +277,7 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
         raise ConfigError(
             f"search.optuna.space.{unused[0]}", f"is not a setting of any method in the space ({', '.join(methods)})"
         )
-    return SweepPlan(spec, [], spec.search.optuna.num_samples)
+    return SweepPlan(spec, [], spec.search.optuna.num_samples, corners)
 
 
 def plan(spec: SweepSpec, train_dir: str) -> SweepPlan:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comol.model_configs import SHIPPED
+from orchestration.sweep.cost import trial_cost
 from orchestration.sweep.space import TrialPlan, resolve_trial
 from orchestration.sweep.spec import SweepSpec
 from orchestration.tracking import schema
@@ -95,27 +95,7 @@ def load_body(entry: str) -> Body:
 
 def cost_metrics(plan: TrialPlan) -> dict[str, float]:
     """Trainable parameters and adapter FLOPs/token from comol's accounting (meta device, no weights)."""
-    from comol.accounting import cost_of
-    from comol.methods import make_config
-
-    adapter = make_config(plan.method, **plan.train["adapter"])
-    model = plan.train["model"]
-    if model == "smollm2-135m":
-        from orchestration.models import resolve_model
-
-        model = resolve_model(model)
-    config_path = Path(model) / "config.json"
-    shipped = SHIPPED.get(model.rsplit("/", 1)[-1].lower())
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-    elif shipped is not None:  # the paper's models ship their config.json with comol: no download
-        config = json.loads(shipped.read_text())
-    else:  # any other hub id: its config, as from_pretrained will fetch it for training anyway
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model).to_dict()
-    config = {k: v for k, v in config.items() if k not in ("architectures", "quantization_config", "_name_or_path")}
-    cost = cost_of(config, adapter)
+    cost = trial_cost(plan)
     return {schema.METRIC_TRAINABLE: float(cost.trainable), schema.METRIC_FLOPS: float(cost.adapter_flops_per_token)}
 
 

@@ -251,6 +251,10 @@ class TrainConfig(_Section):
                 f"{shard} does not divide resources.num_workers = {workers} into equal shard groups",
                 allowed=divisors,
             )
+        if self.evaluation is not None and self.evaluation.hook.startswith("orchestration.evaluation.benchmarks:"):
+            from orchestration.evaluation.benchmarks import postprocess_option
+
+            postprocess_option(self.evaluation.options)  # a misspelt clean-up fails here, not after training
         if self.data.source == ARITHMETIC and self.data.size is None:
             raise ConfigError("data.size", f"how many problems the '{ARITHMETIC}' generator makes (e.g. 1000)")
         if self.fault is not None:

@@ -108,3 +108,22 @@ def test_iterables_are_judged_as_the_reference_harness_judges_them(name):
     reference = check_correctness(problem, completion, timeout=10.0)["passed"]
     record = execute_samples([{"task_id": problem["task_id"], "completion": completion}], [problem], workers=1)[0]
     assert (reference, record["passed"]) == (expected, expected), record["detail"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({}, None), ({"postprocess": "none"}, None), ({"postprocess": None}, None), ({"postprocess": "standard"}, "std")],
+)
+def test_the_hooks_postprocess_option_is_raw_unless_named(options, expected):
+    from orchestration.evaluation.benchmarks import postprocess_option
+
+    assert postprocess_option(options) == (Postprocess.standard() if expected == "std" else None)
+
+
+def test_a_misspelt_postprocess_option_is_an_error_not_raw_scoring():
+    from comol.errors import ConfigError
+    from orchestration.evaluation.benchmarks import postprocess_option
+
+    with pytest.raises(ConfigError) as err:
+        postprocess_option({"postprocess": "Standard"})
+    assert err.value.field == "evaluation.options.postprocess" and err.value.allowed == ["none", "standard"]

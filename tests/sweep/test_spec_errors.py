@@ -167,7 +167,10 @@ def test_shipped_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {p.name for p in specs} >= {
         "quickstart.yaml",
         "paper_math_qwen3_8b.yaml",
+        "paper_math_qwen3_14b.yaml",
         "paper_code_llama31_8b.yaml",
+        "equal_rank_math_qwen3_8b.yaml",
+        "equal_rank_code_llama31_8b.yaml",
         "ablation_experts.yaml",
         "ablation_rank.yaml",
         "hpo_optuna.yaml",
