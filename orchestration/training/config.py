@@ -21,8 +21,6 @@ SMOLLM2 = "smollm2-135m"
 ARITHMETIC = "arithmetic"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# comol's own ConfigError fields → the adapter key a user writes in YAML
-_ADAPTER_FIELD = {"rank": "r", "experts": "num_experts"}
 
 
 class _Section(BaseModel):
@@ -232,8 +230,7 @@ class TrainConfig(_Section):
         try:
             self.adapter_config()
         except ConfigError as err:
-            field = _ADAPTER_FIELD.get(err.field, err.field)
-            raise ConfigError(f"adapter.{field}", _bare_message(err), allowed=err.allowed) from None
+            raise err.renamed(f"adapter.{err.field}") from None
         except TypeError as err:
             raise ConfigError("adapter", str(err)) from None
         workers, accumulation = self.resources.num_workers, self.training.gradient_accumulation
@@ -261,14 +258,6 @@ class TrainConfig(_Section):
             max_steps = self.training.max_steps
             if max_steps is not None and self.fault.at_step > max_steps:
                 raise ConfigError("fault.at_step", f"{self.fault.at_step} is beyond training.max_steps = {max_steps}")
-
-
-def _bare_message(err: ConfigError) -> str:
-    """A ConfigError's message without its field prefix and 'allowed' suffix (to re-raise it renamed)."""
-    text = str(err).removeprefix(f"{err.field}: ")
-    if err.allowed is not None:
-        text = text.removesuffix(f" (allowed: {', '.join(map(str, err.allowed))})")
-    return text
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
