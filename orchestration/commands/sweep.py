@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep: finished trials (in MLflow) are not run again"
     )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
     parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: the spec's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+        "--tracking-uri", default=None, help=f"MLflow tracking URI (default: the spec's, else {DEFAULT_DESCRIPTION})"
     )
     parser.add_argument("--output-dir", default=None, help="sweep folder (default: outputs/sweeps/<name>)")
     parser.add_argument(

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from comol.errors import ConfigError
-from orchestration.data.arithmetic import arithmetic_test_records
+from orchestration.data.arithmetic import ARITHMETIC, arithmetic_test_records
 from orchestration.data.prompts import build_prompt
 from orchestration.evaluation.generation import GenerationConfig, alpaca_prompts, generate
 from orchestration.evaluation.humaneval import Postprocess, execute_samples, humaneval_metrics, load_problems
@@ -34,7 +34,6 @@ from orchestration.evaluation.sandbox import SandboxLimits
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data next to the repo
 PROMPT_STYLES = ("alpaca", "raw")
-ARITHMETIC = "arithmetic"  # the generated held-out problems (orchestration/data/arithmetic.py)
 ARITHMETIC_RULES = "gsm8k"  # their answers are numbers: the reference numeric rule (last number, within 0.001)
 
 

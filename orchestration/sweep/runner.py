@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,11 @@ from orchestration.ray_session import RaySession, connect_ray
 from orchestration.sweep.space import SweepPlan, TrialPlan, plan
 from orchestration.sweep.spec import SweepSpec, load_spec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import SweepTracker, metric_key
+from orchestration.tracking.labels import configuration_labels
+from orchestration.tracking.schema import metric_key
+from orchestration.tracking.seeds import format_mean_std, seed_mean_std
+from orchestration.tracking.store import default_tracking_uri, resolve_tracking_uri
+from orchestration.tracking.writer import SweepTracker
 
 TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
 # Ray storage (Tune and Train storage_path) for a cluster: s3://bucket (or a folder every node mounts).
@@ -57,15 +60,9 @@ class SweepResult:
         return self.finished >= self.planned and self.failed == 0
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
 def resolve_tracking(spec: SweepSpec, override: str | None) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for a new experiment): CLI, then spec, then env, then local SQLite."""
-    uri = override or spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if not uri.startswith(("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")):
-        raise ConfigError("tracking.uri", f"{uri!r} is not a tracking URI")
+    """(tracking URI, artifact location for a new experiment): the URI as every command resolves it."""
+    uri = resolve_tracking_uri(override, spec.tracking.uri)
     artifacts = spec.tracking.artifact_location
     if artifacts is None and uri.startswith(("sqlite:///", "file:")):
         artifacts = str(Path.cwd().resolve() / "mlartifacts")
@@ -130,45 +127,27 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 # --- the sweep ------------------------------------------------------------------------------------
 def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per configuration from its FINISHED runs (of ``SweepTracker.finished``): the metric's seed
-    mean ± sample std, best first."""
+    """One row per configuration from its FINISHED runs (of ``SweepTracker.finished``): its label and the metric's
+    seed mean ± std, best first."""
     metric = metric_key(spec.metric)
     by_config: dict[str, list[Any]] = {}
     for (config_id, _seed), run in sorted(done.items()):
         if run.info.status == "FINISHED":
             by_config.setdefault(config_id, []).append(run)
+    names = configuration_labels(
+        (cid, run.data.tags.get(schema.METHOD, "?"), run.data.params) for cid, runs in by_config.items() for run in runs
+    )
     rows = []
     for config_id, runs in by_config.items():
-        values = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
-        params = runs[0].data.params
+        mean, std = seed_mean_std(r.data.metrics[metric] for r in runs if metric in r.data.metrics)
+        trainable = runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan)
         rows.append(
-            {
-                "config_id": config_id,
-                "method": runs[0].data.tags.get(schema.METHOD, "?"),
-                "rank": params.get(schema.PARAM_RANK, ""),
-                "experts": params.get(schema.PARAM_EXPERTS, ""),
-                "core_routing": params.get(schema.PARAM_CORE_ROUTING, ""),
-                "alpha": params.get(schema.PARAM_ALPHA, ""),
-                "lr": params.get("training.lr", ""),
-                "seeds": len(runs),
-                "mean": statistics.fmean(values) if values else math.nan,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "trainable": runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan),
-            }
+            {"config_id": config_id, "label": names[config_id], "seeds": len(runs), "mean": mean, "std": std}
+            | {"trainable": trainable}
         )
     sign = -1.0 if spec.mode == "max" else 1.0
     rows.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not math.isnan(r["mean"]) else 0.0))
     return rows
-
-
-def row_label(row: dict[str, Any]) -> str:
-    """``comol r=8 N=4 CR α=8.0 lr=0.002``: the configuration in one short string."""
-    parts = [row["method"], f"r={row['rank']}"]
-    if row["experts"]:
-        parts.append(f"N={row['experts']}")
-    if row["core_routing"]:
-        parts.append("CR" if row["core_routing"] == "True" else "w/o CR")
-    return " ".join([*parts, f"α={row['alpha']}", f"lr={row['lr']}"])
 
 
 def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
@@ -180,7 +159,8 @@ def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
     table.add_column("config_id")
     for r in rows:
         trainable = f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?"
-        table.add_row(row_label(r), str(r["seeds"]), f"{r['mean']:.4f} ± {r['std']:.4f}", trainable, r["config_id"])
+        score = format_mean_std(r["mean"], r["std"])
+        table.add_row(r["label"], str(r["seeds"]), score, trainable, r["config_id"])
     return table
 
 

@@ -18,7 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.sweep.space import suggest_point
 from orchestration.sweep.spec import SweepSpec
-from orchestration.tracking.writer import metric_key
+from orchestration.tracking.schema import metric_key
 
 STUDY_FILE = "optuna.db"
 

@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, read_yaml
+from orchestration.tracking.store import TRACKING_SCHEMES
 
 # The axes a sweep may vary, in the order they are shown. ``alpha_multiplier`` sets alpha = m × rank.
 AXES = ("method", "rank", "experts", "core_routing", "alpha", "alpha_multiplier", "lr")
 ENTRIES = ("train", "smoke")
-TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9_.@/-]+$"
 

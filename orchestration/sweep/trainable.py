@@ -22,7 +22,8 @@ from comol.model_configs import SHIPPED
 from orchestration.sweep.space import TrialPlan, resolve_trial
 from orchestration.sweep.spec import SweepSpec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import TrialIdentity, TrialRecorder, metric_key
+from orchestration.tracking.schema import metric_key
+from orchestration.tracking.writer import TrialIdentity, TrialRecorder
 
 # The trial bodies by spec ``entry``: "module:function", imported in the trial's process.
 ENTRIES = {
@@ -99,11 +100,9 @@ def cost_metrics(plan: TrialPlan) -> dict[str, float]:
     from comol.methods import make_config
 
     adapter = make_config(plan.method, **plan.train["adapter"])
-    model = plan.train["model"]
-    if model == "smollm2-135m":
-        from orchestration.models import resolve_model
+    from orchestration.models import resolve_model
 
-        model = resolve_model(model)
+    model = resolve_model(plan.train["model"])
     config_path = Path(model) / "config.json"
     shipped = SHIPPED.get(model.rsplit("/", 1)[-1].lower())
     if config_path.is_file():

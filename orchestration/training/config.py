@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, read_yaml
+from orchestration.data.arithmetic import ARITHMETIC
+from orchestration.models import SMOLLM2
 
-SMOLLM2 = "smollm2-135m"
-ARITHMETIC = "arithmetic"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
