@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from orchestration.sweep.progress import describe
     from orchestration.sweep.runner import prepare, results_table, run_sweep, where_to_look
+    from orchestration.sweep.space import label_params
     from orchestration.sweep.spec import load_spec
     from orchestration.tracking import schema
 
@@ -48,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         spec, paths, plan = prepare(args.spec, args.output_dir)
         if plan.kind == "grid":
+            shown = label_params(spec)
             for trial in plan.trials:
-                console.print(f"{trial.key}  {describe(trial)}")
+                console.print(f"{trial.key}  {describe(trial, shown)}")
         console.print(
             f"spec OK: {plan.configurations} configurations × {len(spec.seeds)} seeds ({plan.kind}); "
             f"sweep folder {paths.sweep_dir}"

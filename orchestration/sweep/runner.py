@@ -94,20 +94,21 @@ def prepare_spec(spec: SweepSpec, output_dir: str | None = None) -> tuple[SweepS
 
 
 # --- Ray ------------------------------------------------------------------------------------------
-def trial_demand(spec: SweepSpec) -> tuple[float, float]:
-    """(CPUs, GPUs) one trial's train workers hold; a smoke trial computes in its driver on one CPU."""
-    if spec.entry != TRIAL_MEMORY_ENTRY:
+def trial_demand(sweep_plan: SweepPlan) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial's train workers hold (as its validated config says; every trial of a sweep has the
+    same resources); a smoke trial computes in its driver on one CPU."""
+    if sweep_plan.spec.entry != TRIAL_MEMORY_ENTRY:
         return 1.0, 0.0
-    resources = spec.train.get("resources") or {}
-    workers = resources.get("num_workers", 1)
-    return workers * resources.get("cpus_per_worker", 1), workers * resources.get("gpus_per_worker", 0)
+    resources = sweep_plan.example.train.resources
+    return resources.num_workers * resources.cpus_per_worker, resources.num_workers * resources.gpus_per_worker
 
 
-def concurrency(spec: SweepSpec) -> int:
+def concurrency(sweep_plan: SweepPlan) -> int:
     """Trials at once: the spec's cap, else as many as the cluster's CPUs and GPUs fit."""
     import ray
 
-    cpus, gpus = trial_demand(spec)
+    spec = sweep_plan.spec
+    cpus, gpus = trial_demand(sweep_plan)
     available = ray.cluster_resources()
     fits = []
     if cpus > 0:
@@ -216,16 +217,17 @@ def _open_record(
     return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state)
 
 
-def _tuner(spec: SweepSpec, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
+def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
     """The Tuner: a grid over the missing trial keys, or Repeater(Optuna) (+ ASHA) for the remaining budget."""
     from ray import tune
 
     from orchestration.sweep.search import asha_scheduler
     from orchestration.sweep.trainable import run_trial
 
+    spec = sweep_plan.spec
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
     common = dict(
-        max_concurrent_trials=concurrency(spec),
+        max_concurrent_trials=concurrency(sweep_plan),
         reuse_actors=True,  # a trial driver costs seconds of imports: keep it for the next trial
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
@@ -309,15 +311,12 @@ def run_sweep(
 
     failed = ran = 0
     if record.to_run:
-        # Per-step reports (for ASHA and progress) carry train/*, only the final one the sweep metric: Tune's
-        # strict check would reject the first. The searcher still sees the metric (Repeater reads the last).
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         if handle is None:
             handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
         try:
             context = SweepContext(
-                spec=spec.model_dump(mode="json"),
+                spec=spec,
                 uri=uri,
                 experiment_id=record.tracker.experiment_id,
                 parent_run_id=record.parent_run_id,
@@ -326,7 +325,7 @@ def run_sweep(
                 trials={t.key: t for t in record.remaining},
             )
             progress = SweepProgress(context, record.planned, record.already, metric_key(spec.metric), console)
-            tuner = _tuner(spec, record, context, progress, paths)
+            tuner = _tuner(sweep_plan, record, context, progress, paths)
             phase("tune_setup")
             try:
                 results = tuner.fit()

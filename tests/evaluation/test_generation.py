@@ -67,6 +67,18 @@ def test_n_samples_per_prompt_and_seed(model, tokenizer):
     assert generate(model, tokenizer, PROMPTS, config, progress=False) == first  # seeded
 
 
+def test_seeded_sampling_leaves_the_process_wide_rng_alone(model, tokenizer):
+    """A seeded evaluation draws from its own generator: code around it keeps its own random stream."""
+    config = GenerationConfig(max_new_tokens=4, do_sample=True, num_samples=2, seed=3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = generate(model, tokenizer, PROMPTS[:2], config, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(999)  # whatever the global state, the seeded samples are the same
+    assert generate(model, tokenizer, PROMPTS[:2], config, progress=False) == first
+
+
 def test_stops_at_eos(model, tokenizer):
     config = GenerationConfig(max_new_tokens=12)
     (free,) = generate(model, tokenizer, PROMPTS[:1], config, progress=False)[0]

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -158,22 +159,18 @@ def test_two_workers_learn_and_match_one_worker(ray_cluster, tiny_model_dir, out
 
 
 def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
-    ray_cluster, tiny_model_dir, outputs, two_worker_run
+    ray_cluster, tiny_model_dir, outputs, two_worker_run, tmp_path
 ):
+    from train_helpers import kill_rank_after_step
+
     from orchestration.training.launch import train
 
     # Also HSDP with shard groups of one (every worker holds the whole model; only gradients travel): the
     # checkpoint, restart and result must not depend on how the model is sharded.
-    config = tiny_config(
-        tiny_model_dir,
-        outputs,
-        workers=2,
-        name="fault",
-        fault={"rank": 1, "at_step": 6},
-        resources={"shard_size": 1},
-    )
-    result = train(config)
-    assert (Path(result.run_path) / "fault_rank1_step6.fired").is_file()
+    config = tiny_config(tiny_model_dir, outputs, workers=2, name="fault", resources={"shard_size": 1})
+    marker = tmp_path / "rank1-step5.fired"
+    result = train(config, worker_loop=partial(kill_rank_after_step, rank=1, step=5, marker=str(marker)))
+    assert marker.read_text() == "rank 1 exited after reporting step 5\n"  # a real worker process died, once
     # Checkpoints at steps 4 and 8: rank 1 died at the start of step 6, the group restarted from step 4.
     record = [(m["step"], m["resumed_from_step"]) for m in result.history]
     assert result.resumed_from_step == 4, record
