@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from comol import aux_loss, inject_adapter, make_config
+from orchestration.models import SMOLLM2
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
 
@@ -110,7 +111,7 @@ def clock(kind: str, device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m", help="model spec (orchestration.models)")
+    parser.add_argument("--model", default=SMOLLM2, help="model spec (orchestration.models)")
     parser.add_argument("--quick", action="store_true", help="a tiny random Llama instead of --model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)

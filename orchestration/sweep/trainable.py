@@ -130,12 +130,19 @@ def _report(metrics: dict[str, Any]) -> None:
 def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable (see module docstring)."""
     plan = context.plan_for(config)
-    spec = context.spec
     recorder = TrialRecorder(context.identity_for(plan)).open()
     tags = {"config_id": plan.config_id, "seed": plan.seed, "method": plan.method}
     if recorder.finished:  # done by an earlier attempt or driver: report it, do not train again
         _report({**recorder.existing_metrics, **tags, METRIC_CACHED: 1})
         return
+    recorded = record_trial(context, plan, recorder, load_body(context.spec.entry))
+    _report({**recorded, **tags, METRIC_CACHED: 0})
+
+
+def record_trial(context: SweepContext, plan: TrialPlan, recorder: TrialRecorder, body: Body) -> dict[str, float]:
+    """One training attempt of a trial, recorded in its (opened) run: params, cost, config, the body's metrics,
+    adapter and generations; the run ends FINISHED, FAILED, or KILLED (pruned). Returns the final metrics."""
+    spec = context.spec
     recorded_config = plan.train.model_dump(mode="json")  # MLflow params and the config artifact
     attempt = recorder.start_attempt(recorded_config)
     _audit(context.sweep_dir, "start", plan, attempt)
@@ -146,7 +153,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     try:
         cost = recorder.log_final(cost_metrics(plan))  # before training: an unreadable model fails in seconds
         recorder.log_config(recorded_config)
-        outcome = load_body(spec.entry)(plan, recorder, workdir)
+        outcome = body(plan, recorder, workdir)
         final = {**outcome.metrics, METRIC_TRIAL_TIME: time.perf_counter() - started}
         produced = {metric_key(k) for k in [*final, *outcome.last_step_metrics]}
         if metric_key(spec.metric) not in produced:
@@ -164,4 +171,4 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
         raise
     recorder.end("FINISHED")
     _audit(context.sweep_dir, "finish", plan, attempt)
-    _report({**recorded, **tags, METRIC_CACHED: 0})
+    return recorded

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from eval_helpers import char_tokenizer
-from tiny_models import tiny_model
+from tiny_models import byte_tokenizer, tiny_model
 
 from comol.errors import ConfigError
 from orchestration.evaluation.benchmarks import (
@@ -25,7 +24,7 @@ PROMPTS = ["Hello there, how are", "x", "A much longer prompt, so that the other
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return char_tokenizer()
+    return byte_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -97,10 +97,22 @@ def adapter_tensors(adapter_path: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def two_worker_run(ray_cluster, tiny_model_dir, outputs):
+def controller_env_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("controller") / "env.json"
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(ray_cluster, tiny_model_dir, outputs, controller_env_file):
+    from train_helpers import ControllerEnvironment
+
     from orchestration.training.launch import train
 
-    return train(tiny_config(tiny_model_dir, outputs, workers=2))
+    environment = dict(os.environ)
+    result = train(
+        tiny_config(tiny_model_dir, outputs, workers=2), callbacks=[ControllerEnvironment(controller_env_file)]
+    )
+    assert dict(os.environ) == environment  # train() leaves this process's environment as it found it
+    return result
 
 
 def test_bad_config_fails_before_ray_starts(tmp_path):
@@ -156,6 +168,14 @@ def test_two_workers_learn_and_match_one_worker(ray_cluster, tiny_model_dir, out
     assert loaded and all(v.abs().max() > 0 for v in loaded.values())
     meta = json.loads((Path(two.adapter_path) / "adapter_config.json").read_text())
     assert meta["peft_type"] == "COMOL" and meta["base_model_name_or_path"] == str(tiny_model_dir)
+
+
+def test_the_runs_settings_reach_the_train_controller(two_worker_run, controller_env_file):
+    """Ray Train's controller reads the start timeout and its polling interval from its environment: the run's
+    values get there (in the controller's runtime env), not through this process's environment."""
+    seen = json.loads(controller_env_file.read_text())
+    assert seen == {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60.0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
 
 
 def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(

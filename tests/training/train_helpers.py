@@ -3,8 +3,14 @@ so this module imports nothing from it)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
+
+from ray.train import UserCallback
+
+CONTROLLER_SETTINGS = ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 
 
 def probe_hook(model, tokenizer, options, *, rank: int, world_size: int, device) -> dict[str, float]:
@@ -25,8 +31,6 @@ def kill_rank_after_step(loop_config: dict[str, Any], *, rank: int, step: int, m
     """The product's worker loop, except that rank ``rank`` dies right after it reported step ``step`` (exits
     without cleanup, as a killed process would), once: the marker file remembers that it fired, so the restarted
     worker group trains on untouched. Used as ``train(..., worker_loop=partial(kill_rank_after_step, ...))``."""
-    import os
-
     import ray.train
 
     from orchestration.training.loop import train_loop_per_worker
@@ -44,3 +48,15 @@ def kill_rank_after_step(loop_config: dict[str, Any], *, rank: int, step: int, m
 
         ray.train.report = report_then_die  # this worker process only; the loop looks it up on every report
     return train_loop_per_worker(loop_config)
+
+
+class ControllerEnvironment(UserCallback):
+    """Runs inside Ray Train's controller: writes the run settings the controller reads from its environment to
+    ``path`` (once, at the first report)."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if not os.path.exists(self.path):
+            Path(self.path).write_text(json.dumps({name: os.environ.get(name) for name in CONTROLLER_SETTINGS}))
