@@ -1,8 +1,8 @@
 """``comol score``: accuracy of completions that already exist, by the paper's extraction rules.
 
 Interface (other tools depend on it):
-``comol score --task math --dataset {addsub,aqua,gsm8k,multiarith,singleeq,svamp} --data FILE.json
-[--field output] [--json]``
+``comol score --task math --dataset KEY --data FILE.json [--field output] [--json]``, KEY one of the math
+benchmarks of ``orchestration.evaluation.math_datasets`` (``comol score --help`` lists them).
 
 ``FILE.json`` is a JSON list of records, each with ``answer`` and the completion field (default ``output``),
 e.g. the test sets in ../shared/data/math or the generation records of an evaluation. Prints the accuracy;

@@ -142,10 +142,8 @@ def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dic
     for config_id, runs in by_config.items():
         mean, std = seed_mean_std(r.data.metrics[metric] for r in runs if metric in r.data.metrics)
         trainable = runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan)
-        rows.append(
-            {"config_id": config_id, "label": names[config_id], "seeds": len(runs), "mean": mean, "std": std}
-            | {"trainable": trainable}
-        )
+        row = {"config_id": config_id, "label": names[config_id], "seeds": len(runs), "mean": mean, "std": std}
+        rows.append({**row, "trainable": trainable})
     sign = -1.0 if spec.mode == "max" else 1.0
     rows.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not math.isnan(r["mean"]) else 0.0))
     return rows
