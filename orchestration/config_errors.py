@@ -79,17 +79,20 @@ def config_error(err: ValidationError, root: type[BaseModel], root_name: str) ->
     if first["type"] not in _MISMATCH:
         errors = [e for e in errors if e["type"] not in _MISMATCH]
     loc = tuple(first["loc"])
-    field = field_name(loc, root_name)
+    field = located = field_name(loc, root_name)
     message = str(first["msg"]).removeprefix("Value error, ")
     allowed: list[str] | None = None
-    if first["type"] == "literal_error":
+    raised = first.get("ctx", {}).get("error")
+    if isinstance(raised, ConfigError):  # a library check inside a validator: its setting, under this field
+        field, message, allowed = f"{field}.{raised.field}", raised.message, raised.allowed
+    elif first["type"] == "literal_error":
         allowed = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
     elif first["type"] == "extra_forbidden":
         message = "is not a known setting"
         allowed = _allowed_keys(root, loc)
     elif first["type"] == "missing":
         message = "is required"
-    others = sorted({field_name(tuple(e["loc"]), root_name) for e in errors} - {field})
+    others = sorted({field_name(tuple(e["loc"]), root_name) for e in errors} - {field, located})
     if others:
         message += f" (also invalid: {'; '.join(others)})"
     return ConfigError(field, message, allowed=allowed)

@@ -21,6 +21,7 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
@@ -165,8 +166,11 @@ Evaluation = Annotated[
 
 
 class TrainConfig(_Section):
-    """One fine-tuning run. ``TrainConfig.from_dict`` / ``load_config`` are the validating entry points; the
-    validated config spells out every adapter setting (defaults included) under ``adapter``."""
+    """One fine-tuning run. ``TrainConfig.from_dict`` / ``load_config`` are the validating entry points.
+
+    ``adapter`` is the method's adapter config, built and checked by the library once, here; the config dumps it
+    with every setting spelled out (defaults included), so a configuration written with or without its defaults
+    is one configuration."""
 
     name: str = Field("comol", pattern=r"^[A-Za-z0-9][\w.-]*$", description="run-name prefix")
     run_name: str | None = Field(
@@ -174,7 +178,7 @@ class TrainConfig(_Section):
     )
     model: str = Field(SMOLLM2, description=f"'{SMOLLM2}', a local model folder, or a hub id 'org/name'")
     method: str = "comol"
-    adapter: dict[str, Any] = Field(default_factory=dict, description="fields of the method's adapter config")
+    adapter: Any = Field(default_factory=dict, description="the settings of the method's adapter config")
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -195,6 +199,26 @@ class TrainConfig(_Section):
         if _HUB_ID.match(value):
             return value
         raise ValueError(f"{value!r} is not '{SMOLLM2}', an existing model folder, or a hub id 'org/name'")
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value: Any, info: ValidationInfo) -> Any:
+        """The adapter config of the run's method (an unknown method is reported by ``_check``)."""
+        from comol.methods import METHODS, AdapterConfig, make_config
+
+        if isinstance(value, AdapterConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of the method's settings, got {type(value).__name__}")
+        method = info.data.get("method")
+        if method not in METHODS:
+            return value
+        return make_config(method, **{"base_model_name_or_path": info.data.get("model"), **value})
+
+    @field_serializer("adapter")
+    def _settings(self, adapter: Any) -> Any:
+        data = adapter.to_dict() if hasattr(adapter, "to_dict") else adapter
+        return {k: v for k, v in data.items() if k not in ("method", "base_model_name_or_path")}
 
     @field_validator("output_dir")
     @classmethod
@@ -234,10 +258,9 @@ class TrainConfig(_Section):
         return t.batch_size // (self.resources.num_workers * t.gradient_accumulation)
 
     def adapter_config(self):
-        """The method's adapter config, built by the library, so methods registered later just work."""
-        from comol.methods import make_config
-
-        return make_config(self.method, **{"base_model_name_or_path": self.model, **self.adapter})
+        """The method's adapter config (validated with this config; built by the library, so every registered
+        method works)."""
+        return self.adapter
 
     def for_run(self, *, name: str, run_name: str, output_dir: str, generations_path: str | None = None) -> TrainConfig:
         """This (validated) config as one run of a sweep: its name, storage, and where the evaluation hook writes
@@ -258,10 +281,7 @@ class TrainConfig(_Section):
         except ValidationError as err:
             raise config_error(err, cls, "config") from None
         config._check()
-        # Every adapter setting spelled out: a configuration written with or without its defaults is one configuration.
-        settings = config.adapter_config().to_dict()
-        adapter = {k: v for k, v in settings.items() if k not in ("method", "base_model_name_or_path")}
-        return config.model_copy(update={"adapter": adapter})
+        return config
 
     def _check(self) -> None:
         """Cross-field rules that pydantic field types cannot express."""
@@ -269,12 +289,6 @@ class TrainConfig(_Section):
 
         if self.method not in METHODS:
             raise ConfigError("method", f"unknown method {self.method!r}", allowed=sorted(METHODS))
-        try:
-            self.adapter_config()
-        except ConfigError as err:
-            raise err.renamed(f"adapter.{err.field}") from None
-        except TypeError as err:
-            raise ConfigError("adapter", str(err)) from None
         workers, accumulation = self.resources.num_workers, self.training.gradient_accumulation
         if self.training.batch_size % (workers * accumulation):
             raise ConfigError(

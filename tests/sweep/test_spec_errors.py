@@ -215,9 +215,9 @@ def test_axes_are_the_config_fields_and_their_aliases_one_configuration_either_w
     aliased = planned({"variants": [{"method": "lora"}, {"method": "comol", "experts": 2}], "rank": [4, 8]})
     named = planned({"variants": [{"method": "lora"}, {"method": "comol", "num_experts": 2}], "r": [4, 8]})
     assert [t.key for t in aliased] == [t.key for t in named] and len(named) == 12
-    assert {(t.method, t.train.adapter["r"]) for t in named} == {(m, r) for m in ("lora", "comol") for r in (4, 8)}
+    assert {(t.method, t.train.adapter.r) for t in named} == {(m, r) for m in ("lora", "comol") for r in (4, 8)}
 
     swept = planned({"variants": [{"method": "mola", "num_experts": 4}], "top_k": [1, 2], "dropout": [0.0, 0.1]})
-    assert {(t.train.adapter["top_k"], t.train.adapter["dropout"]) for t in swept} == {
+    assert {(t.train.adapter.top_k, t.train.adapter.dropout) for t in swept} == {
         (k, d) for k in (1, 2) for d in (0.0, 0.1)
     }
