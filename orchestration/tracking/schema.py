@@ -68,6 +68,11 @@ def pass_at_metric(k: int) -> str:
     return f"eval/humaneval/pass@{k}"
 
 
+# Settings that left the trial config, hashed as they were recorded (null) so that configurations keep the ids
+# their runs already carry: a sweep resumed across that change finds its finished runs instead of re-running them.
+_RETIRED_SETTINGS = {"fault": None}
+
+
 def config_id(config: Mapping[str, Any]) -> str:
     """A stable short hash of a trial config, ignoring its seed: seeds of one configuration share it."""
 
@@ -76,7 +81,7 @@ def config_id(config: Mapping[str, Any]) -> str:
             return {k: strip_seed(v) for k, v in value.items() if k != "seed"}
         return value
 
-    canonical = json.dumps(strip_seed(config), sort_keys=True, default=str)
+    canonical = json.dumps(strip_seed({**_RETIRED_SETTINGS, **config}), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

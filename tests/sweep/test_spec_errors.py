@@ -221,3 +221,27 @@ def test_axes_are_the_config_fields_and_their_aliases_one_configuration_either_w
     assert {(t.train.adapter.top_k, t.train.adapter.dropout) for t in swept} == {
         (k, d) for k in (1, 2) for d in (0.0, 0.1)
     }
+
+
+def test_configurations_keep_the_ids_their_runs_were_recorded_with(tmp_path: Path) -> None:
+    """A configuration's config_id is its identity in MLflow: a resumed sweep finds its finished runs by it. These
+    ids were recorded before the axes, the options and the adapter became typed; a change that moves them must be
+    a deliberate one (it would make a resumed sweep train every configuration again)."""
+    spec = {
+        "name": "identity",
+        "train": {
+            "model": "smollm2-135m",
+            "adapter": {"target_modules": ["q_proj", "v_proj"]},
+            "data": {"size": 64, "seed": 3},
+            "training": {"max_steps": 10, "batch_size": 4},
+        },
+        "search": {
+            "grid": {"variants": [{"method": "lora"}, {"method": "comol", "experts": 4, "core_routing": False}]}
+        },
+        "seeds": [0, 1],
+    }
+    spec["search"]["grid"]["rank"] = [8]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    _spec, _paths, plan = prepare(path, "/runs")
+    assert [t.key for t in plan.trials] == ["6dc2a35631ca-s0", "6dc2a35631ca-s1", "d851bccd5d7c-s0", "d851bccd5d7c-s1"]
