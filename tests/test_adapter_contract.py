@@ -154,3 +154,18 @@ def test_bf16_base_with_fp32_adapters(case):
     with torch.no_grad():
         logits = model(tokens()).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_errors_name_the_setting_by_its_field_name(method):
+    """One name per setting: a bad value is reported under the config field's own name, never a CLI word."""
+    from comol import ConfigError
+
+    settings = METHODS[method].config_cls.settings()
+    bad = {"r": 0, "num_experts": 0, "alpha": -1.0, "dropout": 1.5}
+    for name, value in bad.items():
+        if name not in settings:
+            continue
+        with pytest.raises(ConfigError) as caught:
+            make_config(method, **{name: value})
+        assert caught.value.field == name

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,15 +24,38 @@ DEFAULT_ADAPTER = "default"
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method, as its config dataclass declares it: the field's name is the setting's one name
+    (in errors, YAML, sweep axes, MLflow params); ``aliases`` are shorter spellings users may also write (a
+    CLI flag, a sweep axis), taken from the field's ``metadata['aliases']``."""
+
+    name: str
+    help: str
+    aliases: tuple[str, ...]
+    type: Any  # the resolved annotation, e.g. ``int | None``
+    default: Any
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    @property
+    def scalar(self) -> type | None:
+        """``bool``, ``int`` or ``float`` when the setting holds one such value (None allowed), else None."""
+        args = typing.get_args(self.type) if isinstance(self.type, types.UnionType) else (self.type,)
+        kinds = [a for a in args if a is not type(None)]
+        return kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None
+
+
 @dataclass
 class AdapterConfig:
-    """Fields every method has. Subclasses add their own, each with ``metadata['help']``."""
+    """Fields every method has. Subclasses add their own, each with ``metadata['help']`` (and optionally
+    ``metadata['aliases']``: other spellings a user may write for it)."""
 
     method: ClassVar[str] = ""
-    # Fields a method does not use; setting them to a non-default value is an error, not ignored.
-    unused_fields: ClassVar[tuple[str, ...]] = ()
 
-    r: int = field(default=16, metadata={"help": "LoRA rank r: A is r×n, B is m×r."})
+    r: int = field(default=16, metadata={"help": "LoRA rank r: A is r×n, B is m×r.", "aliases": ("rank",)})
     alpha: float | None = field(
         default=None, metadata={"help": "Scale numerator: output is scaled by alpha/r. Default: alpha = r."}
     )
@@ -43,10 +68,14 @@ class AdapterConfig:
     )
     target_modules: list[str] | str = field(
         default_factory=lambda: list(DEFAULT_TARGETS),
-        metadata={"help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match)."},
+        metadata={
+            "help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match).",
+            "aliases": ("targets",),
+        },
     )
+    # Provenance, not a setting: it says which base the adapter was trained on.
     base_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Base model id or path, recorded in adapter_config.json."}
+        default=None, metadata={"help": "Base model id or path, recorded in adapter_config.json.", "setting": False}
     )
 
     def __post_init__(self) -> None:
@@ -58,7 +87,7 @@ class AdapterConfig:
 
     def validate(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ConfigError("rank", f"must be a positive integer, got {self.r!r}")
+            raise ConfigError("r", f"must be a positive integer, got {self.r!r}")
         if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
             raise ConfigError("alpha", f"must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -88,6 +117,23 @@ class AdapterConfig:
     @classmethod
     def field_help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """The method's settings by name, in field order (provenance fields left out)."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("setting", True):
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                aliases = tuple(f.metadata.get("aliases", ()))
+                out[f.name] = Setting(f.name, f.metadata.get("help", ""), aliases, hints[f.name], default)
+        return out
+
+
+def experts_field(default: int | None, help: str) -> Any:
+    """``num_experts``, the expert count N of every mixture method (users may also write ``experts``)."""
+    return field(default=default, metadata={"help": help, "aliases": ("experts",)})
 
 
 def kaiming_init_(tensor: torch.Tensor) -> None:

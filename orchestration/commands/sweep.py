@@ -21,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep: finished trials (in MLflow) are not run again"
     )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
     parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: the spec's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+        "--tracking-uri", default=None, help=f"MLflow tracking URI (default: the spec's, else {DEFAULT_DESCRIPTION})"
     )
     parser.add_argument("--output-dir", default=None, help="sweep folder (default: outputs/sweeps/<name>)")
     parser.add_argument(
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from comol.errors import ConfigError
     from orchestration.sweep.progress import describe
     from orchestration.sweep.runner import prepare, results_table, run_sweep, where_to_look
+    from orchestration.sweep.space import label_params
     from orchestration.sweep.spec import load_spec
     from orchestration.tracking import schema
 
@@ -65,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(sweep_cost(plan, str(paths.sweep_dir)), indent=2))
             return 0
         if plan.kind == "grid":
+            shown = label_params(spec)
             for trial in plan.trials:
-                console.print(f"{trial.key}  {describe(trial)}")
+                console.print(f"{trial.key}  {describe(trial, shown)}")
         console.print(
             f"spec OK: {plan.configurations} configurations × {len(spec.seeds)} seeds ({plan.kind}); "
             f"sweep folder {paths.sweep_dir}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
+ARITHMETIC = "arithmetic"  # the name of this generator as a data source and as an evaluation benchmark
 NAMES = ("Tom", "Anna", "Maria", "Ben", "Lily", "Sam", "Nora", "Omar", "Julia", "Ravi")
 ITEMS = ("apples", "pencils", "marbles", "cookies", "stickers", "books", "balloons", "cards", "shells", "coins")
 

@@ -21,9 +21,9 @@ import pandas as pd
 
 from comol.errors import ConfigError
 from orchestration.report.aggregate import Column, aggregate, display_scale, runs_frame
-from orchestration.report.runs import SweepRecord
 from orchestration.report.significance import ALPHA, Comparison, compare, holm, welch_p
 from orchestration.tracking import schema
+from orchestration.tracking.reader import SweepRecord
 
 MIN_SEEDS = 3  # the paper's standard: fewer seeds and the std (and every test) is shaky
 DEFAULT_REFERENCE = "lora"

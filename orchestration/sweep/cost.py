@@ -22,10 +22,9 @@ _NOT_SHAPES = ("architectures", "quantization_config", "_name_or_path")
 
 def model_config(model: str) -> tuple[dict[str, Any], str]:
     """The model's config as a dict and where it came from (a file path, or the hub id)."""
-    if model == "smollm2-135m":
-        from orchestration.models import resolve_model
+    from orchestration.models import resolve_model
 
-        model = resolve_model(model)
+    model = resolve_model(model)
     local = Path(model) / "config.json"
     shipped = shipped_config(model)
     if local.is_file():
@@ -50,23 +49,21 @@ def model_config(model: str) -> tuple[dict[str, Any], str]:
 def trial_cost(plan: TrialPlan, config: dict[str, Any] | None = None) -> AdapterCost:
     """Trainable parameters and adapter FLOPs/token of a planned trial (``config``: the model's, if read)."""
     from comol.accounting import cost_of
-    from comol.methods import make_config
 
-    adapter = make_config(plan.method, **plan.train["adapter"])
-    return cost_of(config if config is not None else model_config(plan.train["model"])[0], adapter)
+    return cost_of(config if config is not None else model_config(plan.train.model)[0], plan.train.adapter)
 
 
 def configuration_row(plan: TrialPlan, cost: AdapterCost) -> dict[str, Any]:
     """One planned configuration as ``--dry-run --json`` prints it: its axes, then what it costs."""
-    adapter = plan.train["adapter"]
+    adapter = plan.train.model_dump(mode="json")["adapter"]
     return {
         "config_id": plan.config_id,
         "method": plan.method,
-        "rank": adapter.get("r"),
-        "experts": adapter.get("num_experts") or adapter.get("expert_schedule"),
+        "r": adapter.get("r"),
+        "num_experts": adapter.get("num_experts") or adapter.get("expert_schedule"),
         "core_routing": adapter.get("core_routing"),
         "alpha": adapter.get("alpha"),
-        "lr": plan.train["training"]["lr"],
+        "lr": plan.train.training.lr,
         "trainable": cost.trainable,
         "trainable_percent": round(cost.trainable_percent, 6),
         "adapter_flops_per_token": cost.adapter_flops_per_token,
@@ -83,12 +80,12 @@ def sweep_cost(sweep_plan: SweepPlan, sweep_dir: str) -> dict[str, Any]:
     first = {}
     for plan in sweep_plan.trials if grid else sweep_plan.corners:
         first.setdefault(plan.config_id, plan)  # a grid lists every seed: one row per configuration
-    model = str(spec.train.get("model", "smollm2-135m"))
-    config, source = model_config(next(iter(first.values())).train["model"]) if first else ({}, model)
+    model = sweep_plan.example.train.model
+    config, source = model_config(model)
     costs: dict[str, AdapterCost] = {}
     rows = []
     for plan in first.values():
-        key = json.dumps([plan.method, plan.train["adapter"]], sort_keys=True)
+        key = json.dumps([plan.method, plan.train.model_dump(mode="json")["adapter"]], sort_keys=True)
         if key not in costs:  # lr and the seed do not change the count; each adapter is counted once
             costs[key] = trial_cost(plan, config)
         rows.append(configuration_row(plan, costs[key]))

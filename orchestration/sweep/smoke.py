@@ -76,10 +76,9 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
 
     from comol import after_backward, aux_loss, inject_adapter, save_adapter
     from orchestration.models import load_model
-    from orchestration.training.config import TrainConfig
 
     hf_logging.disable_progress_bar()
-    config = TrainConfig.from_dict(plan.train)
+    config = plan.train
     torch.manual_seed(config.training.seed)
     torch.set_num_threads(1)
     model = load_model(config.model)

@@ -1,9 +1,11 @@
-"""Post-training hook: where evaluation (issue 5) runs on the trained model, inside the training job.
+"""Post-training hook: where evaluation runs on the trained model, inside the training job.
 
 =====================================================================================================
 POST-TRAINING EVALUATION HOOK
 -----------------------------
-Configured by ``evaluation: {hook: "package.module:function", options: {...}}`` in the training config.
+Configured by ``evaluation: {hook: "package.module:function", options: {...}}`` in the training config. The
+shipped hook (``orchestration.evaluation.benchmarks:training_hook``) gets its options as the validated
+``BenchmarkOptions``; any other hook gets the mapping as written.
 After training, the final adapter is loaded into a fresh, plain (unsharded) copy of the base model on
 EVERY rank, and the hook is called on every rank as
 
@@ -29,7 +31,7 @@ import torch.distributed as dist
 
 from comol import load_adapter
 from orchestration.models import load_model
-from orchestration.training.config import EvaluationHookConfig
+from orchestration.training.config import BenchmarkEvaluation, HookEvaluation
 
 
 def resolve_hook(spec: str):
@@ -38,7 +40,7 @@ def resolve_hook(spec: str):
 
 
 def run_post_training_hook(
-    hook: EvaluationHookConfig | None,
+    hook: BenchmarkEvaluation | HookEvaluation | None,
     adapter_dir: Path | None,
     model_spec: str,
     tokenizer,
@@ -61,7 +63,8 @@ def run_post_training_hook(
         model = load_model(model_spec, dtype=torch.bfloat16 if bf16 else torch.float32)
         model, _ = load_adapter(model, local)
     model.to(device).eval()
-    metrics = function(model, tokenizer, dict(hook.options), rank=rank, world_size=world_size, device=device)
+    options = hook.options if isinstance(hook, BenchmarkEvaluation) else dict(hook.options)
+    metrics = function(model, tokenizer, options, rank=rank, world_size=world_size, device=device)
     return {f"eval/{key}": value for key, value in (metrics or {}).items()}
 
 

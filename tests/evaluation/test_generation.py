@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from eval_helpers import char_tokenizer
-from tiny_models import tiny_model
+from tiny_models import byte_tokenizer, tiny_model
 
 from comol.errors import ConfigError
 from orchestration.evaluation.benchmarks import (
@@ -25,7 +24,7 @@ PROMPTS = ["Hello there, how are", "x", "A much longer prompt, so that the other
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return char_tokenizer()
+    return byte_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +64,18 @@ def test_n_samples_per_prompt_and_seed(model, tokenizer):
     assert [len(samples) for samples in first] == [4, 4, 4]
     assert len(set(first[2])) > 1  # samples differ from each other
     assert generate(model, tokenizer, PROMPTS, config, progress=False) == first  # seeded
+
+
+def test_seeded_sampling_leaves_the_process_wide_rng_alone(model, tokenizer):
+    """A seeded evaluation draws from its own generator: code around it keeps its own random stream."""
+    config = GenerationConfig(max_new_tokens=4, do_sample=True, num_samples=2, seed=3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = generate(model, tokenizer, PROMPTS[:2], config, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(999)  # whatever the global state, the seeded samples are the same
+    assert generate(model, tokenizer, PROMPTS[:2], config, progress=False) == first
 
 
 def test_stops_at_eos(model, tokenizer):

@@ -115,15 +115,17 @@ def test_iterables_are_judged_as_the_reference_harness_judges_them(name):
     [({}, None), ({"postprocess": "none"}, None), ({"postprocess": None}, None), ({"postprocess": "standard"}, "std")],
 )
 def test_the_hooks_postprocess_option_is_raw_unless_named(options, expected):
-    from orchestration.evaluation.benchmarks import postprocess_option
+    from orchestration.evaluation.benchmarks import benchmark_options, postprocess_option
 
-    assert postprocess_option(options) == (Postprocess.standard() if expected == "std" else None)
+    assert postprocess_option(benchmark_options(options)) == (Postprocess.standard() if expected == "std" else None)
 
 
 def test_a_misspelt_postprocess_option_is_an_error_not_raw_scoring():
     from comol.errors import ConfigError
-    from orchestration.evaluation.benchmarks import postprocess_option
+    from orchestration.evaluation.options import BENCHMARK_HOOK
+    from orchestration.training.config import TrainConfig
 
+    config = {"model": "org/model", "evaluation": {"hook": BENCHMARK_HOOK, "options": {"postprocess": "Standard"}}}
     with pytest.raises(ConfigError) as err:
-        postprocess_option({"postprocess": "Standard"})
+        TrainConfig.from_dict(config)
     assert err.value.field == "evaluation.options.postprocess" and err.value.allowed == ["none", "standard"]

@@ -92,7 +92,7 @@ def test_schedule_on_qwen3_8b_quarters():
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"num_experts": 4, "expert_schedule": "2,4"}, "experts"),
+        ({"num_experts": 4, "expert_schedule": "2,4"}, "num_experts"),
         ({"expert_schedule": "2,x"}, "expert_schedule"),
         ({"expert_schedule": "2,0"}, "expert_schedule"),
         ({"expert_schedule": ""}, "expert_schedule"),

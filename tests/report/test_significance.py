@@ -14,7 +14,6 @@ from statsmodels.stats.power import TTestIndPower
 
 from orchestration.report.build import build_report
 from orchestration.report.render import csv_frame, latex, markdown, terminal_text
-from orchestration.report.runs import SweepRecord, TrialRun
 from orchestration.report.significance import (
     ALPHA,
     MAX_SEEDS,
@@ -26,6 +25,7 @@ from orchestration.report.significance import (
     welch_p,
 )
 from orchestration.tracking import schema
+from orchestration.tracking.reader import SweepRecord, TrialRun
 
 SIMULATIONS = 3000  # null comparisons per distribution
 # Allowed false-positive rate: the nominal 5% plus three Monte-Carlo standard errors.
@@ -147,7 +147,11 @@ def record(rows: dict[str, tuple[str, int, list[float]]], sweep: str = "stats") 
                     seed=seed,
                     method=method,
                     base_model="tiny",
-                    params={schema.PARAM_METHOD: method, schema.PARAM_RANK: str(rank), "training.seed": str(seed)},
+                    params={
+                        schema.param("method"): method,
+                        schema.param("adapter", "r"): str(rank),
+                        "training.seed": str(seed),
+                    },
                     metrics={
                         schema.METRIC_AVERAGE: value,
                         schema.METRIC_TRAINABLE: 1000.0 * rank,

@@ -83,7 +83,7 @@ def test_paper_math_spec_shows_the_papers_parameter_column(tmp_path, monkeypatch
     config = load_model_config_dict("qwen3-8b")
     for method, (rank, experts) in expected.items():
         row = rows[method]
-        assert (row["rank"], row["experts"], row["alpha"]) == (rank, experts, float(rank)), row
+        assert (row["r"], row["num_experts"], row["alpha"]) == (rank, experts, float(rank)), row
         assert row["core_routing"] == (True if method == "comol" else None)
         assert row["trainable"] == table_column(config, method, rank, experts), method
     assert round(rows["molora"]["trainable"] / 1e6, 2) == 107.35  # the table's MoLoRA, not 206 M at r = 16
@@ -107,9 +107,9 @@ def test_counts_are_comols_accounting_and_a_real_models(tiny_model_dir, tmp_path
         "search": {
             "grid": {
                 "variants": [
-                    {"method": "lora", "rank": 4},
-                    {"method": "molora", "rank": 2, "experts": 4},
-                    {"method": "comol", "rank": 8, "experts": 2, "core_routing": False, "alpha": 4.0},
+                    {"method": "lora", "r": 4},
+                    {"method": "molora", "r": 2, "num_experts": 4},
+                    {"method": "comol", "r": 8, "num_experts": 2, "core_routing": False, "alpha": 4.0},
                 ]
             }
         },
@@ -123,8 +123,8 @@ def test_counts_are_comols_accounting_and_a_real_models(tiny_model_dir, tmp_path
                 "num_samples": 3,
                 "space": {
                     "method": ["lora", "comol"],
-                    "rank": [2, 4],
-                    "experts": [2, 3],
+                    "r": [2, 4],
+                    "num_experts": [2, 3],
                     "lr": {"low": 1e-4, "high": 1e-2, "log": True},
                 },
             }
@@ -145,10 +145,10 @@ def test_counts_are_comols_accounting_and_a_real_models(tiny_model_dir, tmp_path
             inject_adapter(model, make_config(row["method"], **row["adapter"]))
             real = count_cost(model)
             assert (row["trainable"], row["adapter_flops_per_token"]) == (real.trainable, real.adapter_flops_per_token)
-            assert row["rank"] == row["adapter"]["r"] and row["alpha"] == row["adapter"]["alpha"]
+            assert row["r"] == row["adapter"]["r"] and row["alpha"] == row["adapter"]["alpha"]
     assert "corners" in plan and "cannot be listed" in plan["note"]
     comol_row = next(r for r in json.loads(out)["corners"] if r["method"] == "comol")
-    assert comol_row["core_routing"] is True and comol_row["experts"] in (2, 3)
+    assert comol_row["core_routing"] is True and comol_row["num_experts"] in (2, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dry-grid.yaml", "dry-optuna.yaml"]
 
 

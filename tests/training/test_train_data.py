@@ -91,7 +91,8 @@ def test_training_text_is_prompt_then_output_then_eos(shared_data):
     tokenized = tokenize_records(records, tokenizer, cutoff_len=4000, labels="all")
     for record, row in zip(records, tokenized, strict=True):
         assert row["input_ids"][-1] == tokenizer.eos_token_id
-        text = tokenizer.decode(row["input_ids"][:-1])
+        assert row["input_ids"][0] == tokenizer.bos_token_id  # the tokenizer's own <s>, as Llama's adds it
+        text = tokenizer.decode(row["input_ids"][1:-1])
         assert text == build_prompt(record["instruction"], record["input"]) + record["output"]
         assert "### Response:\n\n" not in text  # the output brings its own newline; the template adds none
 
@@ -125,7 +126,8 @@ def test_tokenization_uses_the_spec_prompt_and_ends_with_eos():
     # Cut inside the prompt: no response token is left in response mode, so those examples are dropped.
     assert len(tokenize_records(records, tokenizer, cutoff_len=20, labels="response")) == 0
     cut = tokenize_records(records, tokenizer, cutoff_len=20, labels="all")
-    assert len(cut) == 8 and all(len(r["input_ids"]) == 21 and r["input_ids"][-1] == 1 for r in cut)
+    eos = tokenizer.eos_token_id
+    assert len(cut) == 8 and all(len(r["input_ids"]) == 21 and r["input_ids"][-1] == eos for r in cut)
 
 
 def test_training_evaluation_and_generate_feed_the_same_prompt_tokens(tmp_path):

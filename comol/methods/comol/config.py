@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from comol.errors import ConfigError
-from comol.methods.base import AdapterConfig
+from comol.methods.base import AdapterConfig, experts_field
 
 
 @dataclass
@@ -15,7 +15,7 @@ class CoMoLConfig(AdapterConfig):
 
     method = "comol"
 
-    num_experts: int = field(default=8, metadata={"help": "Number of r×r core experts N."})
+    num_experts: int = experts_field(8, "Number of r×r core experts N.")
     core_routing: bool = field(
         default=True,
         metadata={
@@ -27,6 +27,6 @@ class CoMoLConfig(AdapterConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.num_experts, int) or isinstance(self.num_experts, bool) or self.num_experts < 1:
-            raise ConfigError("experts", f"must be an integer >= 1, got {self.num_experts!r}")
+            raise ConfigError("num_experts", f"must be an integer >= 1, got {self.num_experts!r}")
         if not isinstance(self.core_routing, bool):
             raise ConfigError("core_routing", f"must be true or false, got {self.core_routing!r}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from comol.errors import ConfigError
+from comol.methods.base import experts_field
 from comol.methods.moe import ExpertsConfig, check_int, check_nonnegative
 
 DEFAULT_EXPERTS = 8
@@ -32,12 +33,8 @@ class MoLAConfig(ExpertsConfig):
 
     method: ClassVar[str] = "mola"
 
-    num_experts: int | None = field(  # type: ignore[assignment]
-        default=None,
-        metadata={
-            "help": f"Number of LoRA experts N in every layer (default {DEFAULT_EXPERTS}); "
-            "or give expert_schedule instead."
-        },
+    num_experts: int | None = experts_field(  # type: ignore[assignment]
+        None, f"Number of LoRA experts N in every layer (default {DEFAULT_EXPERTS}); or give expert_schedule instead."
     )
     expert_schedule: list[int] | None = field(
         default=None,
@@ -58,7 +55,7 @@ class MoLAConfig(ExpertsConfig):
     def __post_init__(self) -> None:
         if self.expert_schedule is not None:
             if self.num_experts is not None:
-                raise ConfigError("experts", "give either a uniform expert count or expert_schedule, not both")
+                raise ConfigError("num_experts", "give either a uniform expert count or expert_schedule, not both")
             self.expert_schedule = parse_schedule(self.expert_schedule)
         elif self.num_experts is None:
             self.num_experts = DEFAULT_EXPERTS
