@@ -134,7 +134,7 @@ def test_a_validated_config_is_frozen_and_spells_out_the_adapter():
     assert config.model_dump()["adapter"] == {
         "r": 16,
         "alpha": 16.0,
-        "dropout": 0.0,
+        "dropout": 0.1,  # the authors' default
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
         "num_experts": 4,
         "core_routing": True,
