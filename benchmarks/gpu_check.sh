@@ -12,6 +12,7 @@
 # Usage
 #   benchmarks/gpu_check.sh --cpu [--out FILE]   smoke mode on the CPU, tiny sizes (the CI test runs this)
 #   benchmarks/gpu_check.sh [--out FILE]         on a GPU machine (default --out: $OUT/gpu_check.json, else ./)
+#     either takes --work-dir DIR for the configs, logs, runs and adapter (default: a new folder under /tmp)
 #   benchmarks/gpu_check.sh --bundle             HERE, with the package index: pack the wheels the GPU lacks
 #   benchmarks/gpu_check.sh --receive            THERE, between calls: say which bundle parts have arrived
 #
@@ -42,6 +43,7 @@ MODE=gpu
 OUT_FILE=${OUT:+$OUT/gpu_check.json}
 OUT_FILE=${OUT_FILE:-$PWD/gpu_check.json}
 PART_MIB=56
+WORK=()
 BUNDLE=${COMOL_GPU_BUNDLE:-.gpu}  # the carried wheels (relative to the checkout)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,9 +51,10 @@ while [ $# -gt 0 ]; do
     --bundle) MODE=bundle ;;
     --receive) MODE=receive ;;
     --out) OUT_FILE=$2; shift ;;
+    --work-dir) WORK=(--work-dir "$2"); shift ;;
     --part-mib) PART_MIB=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (allowed: --cpu, --out FILE, --bundle, --part-mib N, --receive)" >&2
+    *) echo "gpu_check.sh: unknown argument '$1' (allowed: --cpu, --out FILE, --work-dir DIR, --bundle, --part-mib N, --receive)" >&2
        exit 2 ;;
   esac
   shift
@@ -61,7 +64,7 @@ cd "$REPO"
 case "$MODE" in
   bundle) exec "$PYTHON" benchmarks/gpu_bundle.py pack --bundle "$BUNDLE" --part-mib "$PART_MIB" ;;
   receive) exec "$PYTHON" benchmarks/gpu_bundle.py status --bundle "$BUNDLE" ;;
-  cpu) exec "$PYTHON" benchmarks/gpu_check.py --cpu --out "$OUT_FILE" ;;
+  cpu) exec "$PYTHON" benchmarks/gpu_check.py --cpu --out "$OUT_FILE" "${WORK[@]}" ;;
 esac
 
 # GPU: install whatever of the bundle arrived whole, then put it and this checkout first on the import path
@@ -76,4 +79,4 @@ export PYTHONPATH="$STAGE/site:$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "nvidia-smi: not available"
 # A safety net above the steps' own limits (240 s + 150 s + versions and the reload), so the JSON gets written.
-exec timeout 450 "$PYTHON" benchmarks/gpu_check.py --out "$OUT_FILE"
+exec timeout 450 "$PYTHON" benchmarks/gpu_check.py --out "$OUT_FILE" "${WORK[@]}"

@@ -41,7 +41,7 @@ def run_script(*args: str, timeout: int, **env: str) -> subprocess.CompletedProc
 @pytest.mark.slow
 def test_cpu_smoke_mode_trains_reloads_benchmarks_and_writes_one_json(tmp_path):
     out = tmp_path / "gpu_check.json"
-    done = run_script("--cpu", "--out", str(out), timeout=900)
+    done = run_script("--cpu", "--out", str(out), "--work-dir", str(tmp_path / "work"), timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["mode"] == "cpu" and result["ok"] is True
@@ -57,6 +57,7 @@ def test_cpu_smoke_mode_trains_reloads_benchmarks_and_writes_one_json(tmp_path):
     assert len(train["losses"]) == steps and all(math.isfinite(loss) for loss in train["losses"])
     assert train["last_losses_mean"] < train["first_losses_mean"]
     adapter = Path(train["adapter"])
+    assert adapter.is_relative_to(tmp_path / "work")  # nothing written outside the places named
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
     assert train["reload_gap"] == pytest.approx(abs(train["reloaded_val_loss"] - train["val_loss"]))
     assert train["reload_gap"] <= 0.01 * train["val_loss"]
@@ -84,7 +85,8 @@ def test_unknown_argument_exits_2_naming_the_allowed_ones():
 @pytest.mark.slow
 def test_gpu_mode_without_a_gpu_records_why_and_fails(tmp_path):
     out = tmp_path / "gpu_check.json"
-    done = run_script("--out", str(out), timeout=300, COMOL_GPU_BUNDLE=str(tmp_path / "no-bundle"))
+    work = ["--work-dir", str(tmp_path / "work")]
+    done = run_script("--out", str(out), *work, timeout=300, COMOL_GPU_BUNDLE=str(tmp_path / "no-bundle"))
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no bundle in" in done.stderr
     result = json.loads(out.read_text())
