@@ -140,8 +140,11 @@ def _rank(rank: int, model_dir: str, store: str, out: str) -> None:
             state = snapshot(built.model)
             optimizer, scheduler = build_optimizer(config, built.params, STEPS)
             vocab = built.model.config.vocab_size
-            losses = [
-                train_step(
+            losses = []
+            for step in range(1, STEPS + 1):
+                # Dropout draws from (step, rank), as the training loop seeds them: the load path must not matter.
+                torch.manual_seed(1000 * step + rank)
+                stats = train_step(
                     built.model,
                     optimizer,
                     scheduler,
@@ -150,9 +153,8 @@ def _rank(rank: int, model_dir: str, store: str, out: str) -> None:
                     world_size=2,
                     max_grad_norm=1.0,
                     device=torch.device("cpu"),
-                ).loss
-                for step in range(1, STEPS + 1)
-            ]
+                )
+                losses.append(stats.loss)
             results[name] = {"state": state, "losses": losses}
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
