@@ -21,7 +21,7 @@ def read_text(path: str | Path, what: str) -> str:
     """The file's text; a missing file is a ``FileNotFoundError``, a binary or non-UTF-8 one an ``InputFileError``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}")
+        raise FileNotFoundError(f"{what}: no such file: {path}")
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise InputFileError(path, what, f"{size:,} bytes is more than the {MAX_BYTES:,} a {what} may have")
