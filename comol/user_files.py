@@ -39,7 +39,7 @@ def parse_json(text: str, source: object, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputFileError(source, what, f"invalid JSON: {err}") from None
+        raise InputFileError(source, what, f"is not valid JSON: {err}") from None
     except RecursionError:
         raise InputFileError(source, what, "its JSON is nested too deeply to read") from None
     except ValueError:  # an integer longer than Python converts
