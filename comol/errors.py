@@ -29,6 +29,10 @@ class ConfigError(InputError):
         """The same error under the name the user wrote for the setting (a CLI flag, a field of a bigger file)."""
         return ConfigError(field, self.message, self.allowed)
 
+    def in_file(self, path: object) -> ConfigError:
+        """The same error, saying which file holds the setting (a saved adapter, a model's config.json)."""
+        return ConfigError(self.field, f"{self.message} (in {path})", self.allowed)
+
 
 class TargetNotFoundError(ConfigError):
     """``target_modules`` matched no Linear layer of the model."""

@@ -8,6 +8,7 @@ injects the adapter and loads its weights exactly.
 from __future__ import annotations
 
 import tempfile
+from pathlib import PurePath
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,12 @@ def load_registered_adapter(
         base = config.base_model_name_or_path
         if not base:
             raise ConfigError("base_model_name_or_path", f"the adapter at {model_uri!r} does not name its base model")
+        if ".." in PurePath(base).parts:  # a stored record must not steer the loader to a path relative to here
+            raise ConfigError(
+                "base_model_name_or_path",
+                f"{base!r} (in the adapter at {model_uri!r}) climbs out of its folder with '..': a base model is "
+                "named by a hub id, a shipped name (smollm2-135m) or an absolute path",
+            )
         model, tokenizer = (loader or default_loader)(base)
         model, _ = load_adapter(model, local)
     return model.eval(), tokenizer
