@@ -8,8 +8,8 @@ injects the adapter and loads its weights exactly.
 from __future__ import annotations
 
 import tempfile
-from pathlib import PurePath
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any
 
 import torch
