@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,7 +118,7 @@ class SweepTracker:
         parent = self.find_parent()
         if parent is None:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             try:
                 local = self.client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT, tmp)
             except (MlflowException, OSError):
@@ -152,6 +154,24 @@ class SweepTracker:
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """No MLflow download bar while the driver reads its own small record: the bar would land in the middle of
+    the one paragraph a refused resume prints. MLflow reads the switch per download; it is restored at once."""
+    previous = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = previous
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _metric_entities(metrics: Mapping[str, float], step: int) -> list:
