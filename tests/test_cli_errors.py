@@ -185,3 +185,26 @@ def test_generate_refuses_a_damaged_registered_adapter(tmp_path, mlflow_server, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and all(word in err for word in words), err
+
+
+def test_a_reader_never_creates_a_file_store(tmp_path, capsys):
+    folder = tmp_path / "mlruns-typo"
+    assert main(["report", "sweep-x", "--tracking-uri", folder.as_uri(), "--out", str(tmp_path / "out")]) == 2
+    assert "no MLflow file store" in capsys.readouterr().err
+    assert not folder.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_sweep_never_writes_its_tables_into_another_applications_database(tmp_path, capsys):
+    path = tmp_path / "app.db"
+    _foreign(path)
+    before = _digest(path)
+    spec = _file(
+        tmp_path,
+        "s.yaml",
+        "name: s\nentry: smoke\ntrain: {model: smollm2-135m, data: {size: 16}}\n"
+        "search: {grid: {method: [lora], rank: [2]}}\n",
+    )
+    argv = ["sweep", spec, "--tracking-uri", f"sqlite:///{path}", "--address", "127.0.0.1:1"]
+    assert main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
+    assert "not an MLflow store" in capsys.readouterr().err
+    assert _digest(path) == before and not (tmp_path / "out").exists()
