@@ -1,4 +1,4 @@
-"""One greedy completion in the prompt format the adapters were trained with (Alpaca).
+"""One greedy completion in the prompt template the adapter was trained with (Alpaca unless recorded otherwise).
 
 Uses the evaluation's batched generation helper when it is installed, so ``comol generate`` decodes
 exactly as the benchmarks do; otherwise plain greedy ``model.generate``.
@@ -10,13 +10,19 @@ from typing import Any
 
 import torch
 
-from orchestration.data.prompts import build_prompt
+from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
 
 
 @torch.no_grad()
-def complete(model: torch.nn.Module, tokenizer: Any, instruction: str, max_new_tokens: int = 128) -> str:
+def complete(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    instruction: str,
+    max_new_tokens: int = 128,
+    template: str = DEFAULT_TEMPLATE,
+) -> str:
     """Greedy decoding, as the paper evaluates; returns the completion only (prompt and specials stripped)."""
-    prompt = build_prompt(instruction)
+    prompt = build_prompt(instruction, template=template)
     try:
         from orchestration.evaluation.generation import GenerationConfig, generate
     except ImportError:

@@ -65,6 +65,25 @@ def test_enumerations_list_the_allowed_values():
     assert err.field == "training.schedule" and "constant_with_warmup" in err.allowed
 
 
+def test_prompt_template_is_one_of_the_templates_and_evaluation_cannot_override_it(tmp_path, capsys):
+    from orchestration.cli import main
+
+    assert TrainConfig.from_dict(minimal()).data.prompt_template == "alpaca"  # the authors' prompt by default
+    short = TrainConfig.from_dict({"data": {"source": "arithmetic", "size": 8, "prompt_template": "short"}})
+    assert short.data.prompt_template == "short"
+    err = error_of({"data": {"source": "arithmetic", "size": 8, "prompt_template": "chat"}})
+    assert err.field == "data.prompt_template" and err.allowed == ["alpaca", "short"]
+    hook = {"hook": "pkg.mod:evaluate", "options": {"prompt_template": "short"}}
+    err = error_of(minimal(data={"source": "arithmetic", "size": 8, "prompt_template": "short"}, evaluation=hook))
+    assert err.field == "evaluation.options.prompt_template" and "data.prompt_template" in str(err)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {source: arithmetic, size: 8, prompt_template: Alpaca}\n")
+    assert main(["train", str(bad)]) == 2
+    printed = capsys.readouterr().err
+    assert "data.prompt_template" in printed and "alpaca, short" in printed and "Traceback" not in printed
+
+
 def test_method_and_adapter_fields_are_checked_by_the_library():
     err = error_of(minimal(method="nope"))
     assert err.field == "method" and {"comol", "lora"} <= set(err.allowed)
