@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, read_yaml
+from orchestration.data.arithmetic import max_held_out
 from orchestration.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 
 SMOLLM2 = "smollm2-135m"
@@ -255,6 +256,12 @@ class TrainConfig(_Section):
                 "resources.shard_size",
                 f"{shard} does not divide resources.num_workers = {workers} into equal shard groups",
                 allowed=divisors,
+            )
+        held_out = self.evaluation.options.get("arithmetic") if self.evaluation else None
+        if isinstance(held_out, dict) and isinstance(held_out.get("size"), int) and held_out["size"] > max_held_out():
+            raise ConfigError(
+                "evaluation.options.arithmetic.size",
+                f"{held_out['size']} is more held-out problems than there are: at most {max_held_out()}",
             )
         if self.evaluation is not None and "prompt_template" in self.evaluation.options:
             raise ConfigError(

@@ -151,6 +151,19 @@ def test_a_validated_config_round_trips_through_a_dict():
     assert again == config
 
 
+def test_more_held_out_problems_than_the_pool_has_fail_before_training():
+    from orchestration.data.arithmetic import max_held_out
+
+    hook = "orchestration.evaluation.benchmarks:training_hook"
+    evaluation = {"hook": hook, "options": {"arithmetic": {"size": max_held_out() + 1}}}
+    err = error_of(minimal(evaluation=evaluation))
+    assert err.field == "evaluation.options.arithmetic.size" and f"at most {max_held_out()}" in str(err)
+    evaluation["options"]["arithmetic"]["size"] = max_held_out()
+    assert (
+        TrainConfig.from_dict(minimal(evaluation=evaluation)).evaluation.options["arithmetic"]["size"] == max_held_out()
+    )
+
+
 def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems():
     hook = "orchestration.evaluation.benchmarks:training_hook"
     given = {
