@@ -26,18 +26,21 @@ from orchestration.data.tokenize import IGNORE_INDEX, encode, tokenize_records
 
 # An independent solver: each kind's question pattern → (kind, numbers, answer).
 PATTERNS = {
-    "multiply_add": (r"buys (\d+) bags of (\d+) (\w+) and (\d+) loose \3\. How many \3 in all\?$", "{0}*{1}+{3}"),
+    "multiply_add": (
+        r"buys (\d+) bags of (\d+) (\w+) and (\d+) loose \3\. How many \3 in all\?$",
+        lambda a, b, c: a * b + c,
+    ),
     "multiply_subtract": (
         r"buys (\d+) bags of (\d+) (\w+) and gives (\d+) to \w+\. How many \3 are left\?$",
-        "{0}*{1}-{3}",
+        lambda a, b, c: a * b - c,
     ),
     "add_multiply": (
         r"has (\d+) bags and buys (\d+) more\. Each bag holds (\d+) (\w+)\. How many \4 in all\?$",
-        "({0}+{1})*{2}",
+        lambda a, b, c: (a + b) * c,
     ),
     "add_subtract": (
         r"^A box has (\d+) (\w+)\. \w+ adds (\d+) and takes out (\d+)\. How many \2 are left\?$",
-        "{0}+{2}-{3}",
+        lambda a, b, c: a + b - c,
     ),
 }
 STEP = re.compile(r"^(\d+)([-+*])(\d+)=(\d+)$")
@@ -45,12 +48,11 @@ STEP = re.compile(r"^(\d+)([-+*])(\d+)=(\d+)$")
 
 def parse(question: str) -> tuple[str, tuple[int, ...], int]:
     """(kind, numbers, answer) of a generated question."""
-    for kind, (pattern, formula) in PATTERNS.items():
+    for kind, (pattern, rule) in PATTERNS.items():
         found = re.search(pattern, question)
         if found:
-            groups = found.groups()
-            numbers = tuple(int(g) for g in groups if g.isdigit())
-            return kind, numbers, eval(formula.format(*groups))  # formula of trusted literals above
+            numbers = tuple(int(g) for g in found.groups() if g.isdigit())
+            return kind, numbers, rule(*numbers)
     raise AssertionError(f"unrecognised problem: {question}")
 
 
