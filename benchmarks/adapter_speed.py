@@ -22,6 +22,11 @@ backward, temporaries and gradients; not Python's or the allocator's own overhea
 
 Every ratio divides by PEFT LoRA measured in the same run.
 
+SMEAR routes each example on its prompt: the first ``--prompt-share`` of every example's tokens (default a
+quarter, like a ~75-token Alpaca prompt in a 300-token math example) is marked as the prompt. Its positions
+before the prompt's last token route on their own prefix and mix the experts per token; the rest share one
+merged expert.
+
 Run: ``python benchmarks/adapter_speed.py`` (full) or ``--quick`` (n = m = 1024, 1024 tokens, N = 8).
 """
 
@@ -107,7 +112,7 @@ def build(variant: Variant, base: nn.Linear, rank: int) -> nn.Module:
 def adapter_only(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the adapter adds to W x, computed the way the layer's own forward computes it."""
     if isinstance(layer, AdapterLayer):
-        return lambda x: layer.delta(layer.dropout(x)) * layer.scaling
+        return lambda x: layer.delta(x) * layer.scaling
     name = layer.active_adapters[0]  # PEFT's lora.Linear
     return lambda x: layer.lora_B[name](layer.lora_A[name](layer.lora_dropout[name](x))) * layer.scaling[name]
 
@@ -165,6 +170,11 @@ def measure(args: argparse.Namespace) -> tuple[list[Variant], dict, dict]:
     grad_out = torch.randn(args.examples, tokens // args.examples, n)
     chosen = [v for v in variants(args.experts) if v.method in (None, "lora") or selected(v, args.only)]
     layers = [build(v, base, args.rank) for v in chosen]
+    length = tokens // args.examples
+    prompt = (torch.arange(length) < round(args.prompt_share * length)).long().expand(args.examples, -1)
+    for layer in layers:
+        if getattr(layer, "uses_prompt_mask", False):
+            layer.prompt_mask = prompt
     views = {"layer": [lambda x, layer=layer: layer(x) for layer in layers]}
     views["adapter"] = [adapter_only(layer) if v.method else None for v, layer in zip(chosen, layers, strict=True)]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -223,6 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--examples", type=int, default=8, help="the tokens are split into this many examples")
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument(
+        "--prompt-share", type=float, default=0.25, help="SMEAR: the share of each example that is prompt"
+    )
     parser.add_argument("--experts", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)

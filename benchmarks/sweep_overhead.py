@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"  # tests/tiny_models.py bu
 
 
 def tiny_model(folder: Path) -> Path:
-    """A 2-layer random Llama (hidden 64) with a 258-token byte-level tokenizer, saved as a local model folder."""
+    """A 2-layer random Llama (hidden 64) with the tests' byte tokenizer, saved as a local model folder."""
     import sys
 
     sys.path.insert(0, str(TESTS))
@@ -49,7 +49,7 @@ def spec_for(args: argparse.Namespace, model: Path, name: str) -> dict:
             "logging": {"log_every": 1},
             "resources": {"num_workers": args.workers, "cpus_per_worker": 1},
         },
-        "search": {"grid": {"variants": [{"method": "lora"}, {"method": "comol", "experts": 4}], "rank": ranks}},
+        "search": {"grid": {"variants": [{"method": "lora"}, {"method": "comol", "num_experts": 4}], "r": ranks}},
         "resources": {"max_concurrent_trials": 1},
     }
 

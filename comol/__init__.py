@@ -5,7 +5,15 @@ The library has no Ray or MLflow imports; orchestration builds on it.
 
 from comol.accounting import AdapterCost, cost_of, count_cost
 from comol.errors import ConfigError, TargetNotFoundError
-from comol.injection import adapter_layers, aux_loss, find_targets, inject_adapter, set_forward_mode
+from comol.injection import (
+    adapter_layers,
+    after_backward,
+    aux_loss,
+    find_targets,
+    inject_adapter,
+    set_forward_mode,
+    takes_prompt_mask,
+)
 from comol.methods import METHODS, AdapterConfig, CoMoLConfig, LoRAConfig, get_method, make_config
 from comol.persistence import load_adapter, read_adapter_config, save_adapter
 
@@ -18,6 +26,7 @@ __all__ = [
     "LoRAConfig",
     "TargetNotFoundError",
     "adapter_layers",
+    "after_backward",
     "aux_loss",
     "cost_of",
     "count_cost",
@@ -29,4 +38,5 @@ __all__ = [
     "read_adapter_config",
     "save_adapter",
     "set_forward_mode",
+    "takes_prompt_mask",
 ]

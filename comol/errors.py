@@ -10,11 +10,16 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str, allowed: Iterable[object] | None = None):
         self.field = field
+        self.message = message
         self.allowed = list(allowed) if allowed is not None else None
         text = f"{field}: {message}"
         if self.allowed is not None:
             text += f" (allowed: {', '.join(map(str, self.allowed))})"
         super().__init__(text)
+
+    def renamed(self, field: str) -> ConfigError:
+        """The same error under the name the user wrote for the setting (a CLI flag, a field of a bigger file)."""
+        return ConfigError(field, self.message, self.allowed)
 
 
 class TargetNotFoundError(ConfigError):

@@ -6,6 +6,7 @@ import inspect
 import re
 
 import torch
+import torch.distributed as dist
 from peft import inject_adapter_in_model
 from torch import nn
 
@@ -41,7 +42,11 @@ def _depth(module_name: str) -> int | None:
 
 
 def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
-    """Wrap every target Linear of ``model`` (in place) and leave only adapter weights trainable."""
+    """Wrap every target Linear of ``model`` (in place) and leave only adapter weights trainable.
+
+    The new layers take the model's train/eval mode (a fresh module is in training mode): otherwise the
+    adapters' dropout would stay active in a model that was put in eval mode before injection.
+    """
     method = get_method(config.method)
     targets = find_targets(model, config.target_modules)
     for param in model.parameters():
@@ -51,7 +56,7 @@ def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
         for param in model.parameters():  # as get_peft_model's autocast_adapter_dtype: fp32 adapters
             if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
                 param.data = param.data.float()
-        return model
+        return model.train(model.training)
     num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     layers = []
     for name in targets:
@@ -59,43 +64,79 @@ def inject_adapter(model: nn.Module, config: AdapterConfig) -> nn.Module:
         parent = model.get_submodule(parent_name)
         base = getattr(parent, child_name)
         layer_config = config.for_module(name, _depth(name), num_layers)
-        layers.append(method.layer_cls(base, layer_config))
+        layers.append(method.layer_cls(base, layer_config).train(model.training))
         setattr(parent, child_name, layers[-1])
-    if method.layer_cls.uses_attention_mask:
-        attach_attention_mask(model, layers)
+    if method.layer_cls.uses_attention_mask or method.layer_cls.uses_prompt_mask:
+        attach_call_masks(model, layers)
     return model
 
 
-def attach_attention_mask(model: nn.Module, layers: list[AdapterLayer]) -> None:
-    """Give ``layers`` the 2-D ``attention_mask`` of each call of ``model`` (no global state).
+def attach_call_masks(model: nn.Module, layers: list[AdapterLayer]) -> None:
+    """Give ``layers`` what each call of ``model`` knows about its tokens (no global state).
 
-    A forward pre-hook on ``model`` sets ``layer.attention_mask`` for the call (None when the call has
-    none). After an inference call (grad disabled) a forward hook clears it; after a call that may be
-    back-propagated it stays until the next call replaces it, so activation checkpointing, which re-runs
-    the layers during backward, routes with the same mask.
+    A forward pre-hook on ``model`` sets, for the call, ``layer.attention_mask`` (the 2-D padding mask, None
+    when the call has none) and ``layer.past_length`` (tokens already in the call's KV cache: 0 unless it
+    continues a cached generation). For layers that route on the prompt (``uses_prompt_mask``: SMEAR) it also
+    takes the call's ``prompt_mask`` keyword (1 on prompt tokens, shaped like the attention mask) out of the
+    call, so the model itself never sees it, and sets ``layer.prompt_mask``. After an inference call (grad
+    disabled) a forward hook clears them; after a call that may be back-propagated they stay until the next
+    call replaces them, so activation checkpointing, which re-runs the layers during backward, routes with
+    the same masks.
     """
     signature = inspect.signature(model.forward)
+    routes_on_prompt = any(layer.uses_prompt_mask for layer in layers)
+    name = type(layers[0]).__name__
 
-    def set_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def set_masks(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        prompt_mask = kwargs.pop("prompt_mask", None) if routes_on_prompt else None
         try:
-            mask = signature.bind_partial(*args, **kwargs).arguments.get("attention_mask")
+            bound = signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
-            mask = kwargs.get("attention_mask")
-        if mask is not None and mask.dim() != 2:
-            raise ValueError(
-                f"{type(layers[0]).__name__} needs a 2-D (batch, sequence) attention_mask, got shape "
-                f"{tuple(mask.shape)}"
-            )
+            bound = kwargs
+        mask = bound.get("attention_mask")
+        for label, value in (("attention_mask", mask), ("prompt_mask", prompt_mask)):
+            if value is not None and value.dim() != 2:
+                raise ValueError(f"{name} needs a 2-D (batch, sequence) {label}, got shape {tuple(value.shape)}")
+        cache = bound.get("past_key_values")
+        past = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
         for layer in layers:
-            layer.attention_mask = mask
+            layer.attention_mask, layer.prompt_mask, layer.past_length = mask, prompt_mask, past
+        return args, kwargs
 
-    def clear_mask(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+    def clear_masks(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         if not torch.is_grad_enabled():
             for layer in layers:
-                layer.attention_mask = None
+                layer.attention_mask, layer.prompt_mask, layer.past_length = None, None, 0
 
-    model.register_forward_pre_hook(set_mask, with_kwargs=True)
-    model.register_forward_hook(clear_mask, with_kwargs=True, always_call=True)
+    model.register_forward_pre_hook(set_masks, with_kwargs=True)
+    model.register_forward_hook(clear_masks, with_kwargs=True, always_call=True)
+
+
+def takes_prompt_mask(model: nn.Module) -> bool:
+    """Whether ``model`` has adapter layers that route on the prompt (SMEAR): pass ``prompt_mask=`` with its
+    training calls then (other models' forwards do not accept the keyword)."""
+    return any(isinstance(layer, AdapterLayer) and layer.uses_prompt_mask for layer in model.modules())
+
+
+def after_backward(model: nn.Module) -> None:
+    """Apply the adapters' non-gradient updates from the last training forward (FlyLoRA's balancing bias).
+
+    Call it on every rank after each training micro-batch's backward. Under data parallelism it sums the layers'
+    counts over all ranks in one all-reduce, so every rank applies the same update while the layers' forwards
+    stay free of collectives. A no-op for methods without such updates.
+    """
+    pending = [
+        (layer, stats)
+        for layer in model.modules()
+        if isinstance(layer, AdapterLayer) and (stats := layer.update_statistics()) is not None
+    ]
+    if not pending:
+        return
+    totals = torch.cat([stats.reshape(-1).float() for _, stats in pending])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(totals)
+    for (layer, stats), total in zip(pending, totals.split([s.numel() for _, s in pending]), strict=True):
+        layer.apply_update(total.view(stats.shape))
 
 
 def adapter_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -26,6 +26,10 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 _ADAPTER = "default"
+# The layout of this library's own methods on disk. 1: cores applied as M x̂ (no key written); 2: as x̂ᵀ M, the
+# authors' convention. PEFT's LoRA JSON carries no version: its layout is PEFT's.
+FORMAT_KEY = "comol_format_version"
+FORMAT_VERSION = 2
 
 
 def _saved_key(key: str) -> str:
@@ -57,10 +61,24 @@ def config_to_json(config: AdapterConfig) -> dict:
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_peft().to_dict().items()}
     data = config.to_dict()
     data.update(peft_type=METHODS[config.method].peft_type, task_type="CAUSAL_LM")
+    data[FORMAT_KEY] = FORMAT_VERSION
     return data
 
 
+def format_version(data: dict) -> int:
+    """The adapter format an ``adapter_config.json`` was written in (1 when it predates the key)."""
+    version = data.get(FORMAT_KEY, 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(FORMAT_KEY, f"must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            FORMAT_KEY, f"{version} is newer than this comol reads ({FORMAT_VERSION}): upgrade comol-sweep to load it"
+        )
+    return version
+
+
 def config_from_json(data: dict) -> AdapterConfig:
+    data = {k: v for k, v in data.items() if k != FORMAT_KEY}
     peft_type = str(data.get("peft_type", "")).upper()
     if peft_type == "LORA":
         return LoRAConfig.from_peft_dict(data)
@@ -88,18 +106,28 @@ def save_adapter(
     return directory
 
 
-def read_adapter_config(directory: str | Path) -> AdapterConfig:
+def _read_config_json(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
-    return config_from_json(json.loads(path.read_text()))
+    return json.loads(path.read_text())
+
+
+def read_adapter_config(directory: str | Path) -> AdapterConfig:
+    return config_from_json(_read_config_json(directory))
 
 
 def load_adapter(model: nn.Module, directory: str | Path) -> tuple[nn.Module, AdapterConfig]:
-    """Inject the saved adapter into a fresh base ``model`` and load its weights (exactly)."""
-    config = read_adapter_config(directory)
+    """Inject the saved adapter into a fresh base ``model`` and load its weights (exactly), upgrading an adapter
+    written in an older format to the current layout so it computes what it computed when it was saved."""
+    data = _read_config_json(directory)
+    version = format_version(data)
+    config = config_from_json(data)
     inject_adapter(model, config)
     saved = load_file(str(Path(directory) / WEIGHTS_NAME))
+    layer_cls = METHODS[config.method].layer_cls
+    if layer_cls is not None:
+        saved = layer_cls.upgrade_saved(saved, version)
     own = adapter_state_dict(model)
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))

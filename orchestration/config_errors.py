@@ -5,6 +5,7 @@ config and the sweep spec."""
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +46,29 @@ def field_name(loc: tuple[Any, ...], root_name: str) -> str:
     return out or root_name
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, Annotated and lists)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
 def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys of the model where an unknown key was found (through optional and list-of-model fields)."""
+    """The keys of the model where an unknown key was found (through optional, union and list-of-model fields;
+    a union's branch tag in the location picks the branch)."""
     model = root
-    for part in loc[:-1]:
-        if isinstance(part, int) or _is_branch(part):
+    parts = [p for p in loc[:-1] if not isinstance(p, int)]
+    for index, part in enumerate(parts):
+        if _is_branch(part):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if a is not type(None)]
-        inner = [getattr(a, "__args__", (a,))[0] for a in inner]
-        sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if sub is None:
+        candidates = _models_in(field.annotation)
+        if not candidates:
             return None
-        model = sub
+        tag = parts[index + 1] if index + 1 < len(parts) and _is_branch(parts[index + 1]) else None
+        model = next((c for c in candidates if c.__name__ == tag), candidates[0])
     return sorted(model.model_fields)
 
 
@@ -70,17 +79,20 @@ def config_error(err: ValidationError, root: type[BaseModel], root_name: str) ->
     if first["type"] not in _MISMATCH:
         errors = [e for e in errors if e["type"] not in _MISMATCH]
     loc = tuple(first["loc"])
-    field = field_name(loc, root_name)
+    field = located = field_name(loc, root_name)
     message = str(first["msg"]).removeprefix("Value error, ")
     allowed: list[str] | None = None
-    if first["type"] == "literal_error":
+    raised = first.get("ctx", {}).get("error")
+    if isinstance(raised, ConfigError):  # a library check inside a validator: its setting, under this field
+        field, message, allowed = f"{field}.{raised.field}", raised.message, raised.allowed
+    elif first["type"] == "literal_error":
         allowed = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
     elif first["type"] == "extra_forbidden":
         message = "is not a known setting"
         allowed = _allowed_keys(root, loc)
     elif first["type"] == "missing":
         message = "is required"
-    others = sorted({field_name(tuple(e["loc"]), root_name) for e in errors} - {field})
+    others = sorted({field_name(tuple(e["loc"]), root_name) for e in errors} - {field, located})
     if others:
         message += f" (also invalid: {'; '.join(others)})"
     return ConfigError(field, message, allowed=allowed)

@@ -126,6 +126,17 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32):
         return AutoModelForCausalLM.from_pretrained(resolve_model(spec), dtype=dtype)
 
 
+def empty_model(spec: str, dtype: torch.dtype = torch.float32):
+    """The causal LM of ``spec`` with every parameter and buffer on the meta device: the architecture, built
+    without reading a weight, so each training rank can materialise only its own shard of it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with _LOAD_LOCK:
+        config = AutoConfig.from_pretrained(resolve_model(spec))
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated transformer blocks (FSDP's wrapping unit), found without knowing the architecture."""
     for module in model.modules():

@@ -120,6 +120,29 @@ def test_aux_loss_is_finite_and_differentiable(case):
         loss.backward()
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_dropout_defaults_to_the_authors_0_1(method):
+    """The CoMoL authors' train.py sets lora_dropout = 0.1 for every method they compare."""
+    config = make_config(method)
+    assert config.dropout == 0.1
+    assert "0.1" in type(config).field_help()["dropout"]
+    if method == "lora":
+        assert config.to_peft().lora_dropout == 0.1
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_injected_into_an_eval_model_the_adapter_is_in_eval_mode(case):
+    """A fresh module starts in training mode: injected into a model already in eval mode, the adapters must
+    follow the model, or their dropout would randomise inference."""
+    model = tiny_model().eval()
+    inject_adapter(model, make_config(case.method, target_modules=TARGETS, **{**case.config, "dropout": 0.5}))
+    randomize_adapters(model)
+    assert not any(module.training for module in model.modules())
+    x = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, model(x).logits, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_bf16_base_with_fp32_adapters(case):
     model = tiny_model().to(torch.bfloat16)
@@ -131,3 +154,18 @@ def test_bf16_base_with_fp32_adapters(case):
     with torch.no_grad():
         logits = model(tokens()).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_errors_name_the_setting_by_its_field_name(method):
+    """One name per setting: a bad value is reported under the config field's own name, never a CLI word."""
+    from comol import ConfigError
+
+    settings = METHODS[method].config_cls.settings()
+    bad = {"r": 0, "num_experts": 0, "alpha": -1.0, "dropout": 1.5}
+    for name, value in bad.items():
+        if name not in settings:
+            continue
+        with pytest.raises(ConfigError) as caught:
+            make_config(method, **{name: value})
+        assert caught.value.field == name

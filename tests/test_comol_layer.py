@@ -1,4 +1,5 @@
-"""CoMoL's layer against the spec: merged ≡ output-level, init, routing input, scale, dropout, dtypes."""
+"""CoMoL's layer against the spec and the authors' layer: merged ≡ output-level, init, routing input, scale,
+dropout (on x, the merged core and the product), dtypes."""
 
 from __future__ import annotations
 
@@ -46,8 +47,61 @@ def test_merged_form_matches_hand_computation():
     x_hat = A @ x
     g = torch.softmax(Wg @ x_hat, dim=0)
     M = sum(g[i] * cores[i] for i in range(4))
-    expected = layer.base_layer(x) + (6.0 / 3) * (B @ (M @ x_hat))
+    expected = layer.base_layer(x) + (6.0 / 3) * (B @ (x_hat @ M))  # the authors' row form x̂ᵀ M
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def authors_forward(layer: CoMoLLayer, x: torch.Tensor, p: float) -> torch.Tensor:
+    """``LinearMoCoreLoraLayer.forward`` of DCDmllm/CoMoL (src/mocorelora/layer.py), restated with this layer's
+    weights: one ``nn.Dropout`` applied to x, to the per-token merged core and to the product."""
+    dropout = nn.Dropout(p)
+    A, B = layer.comol_A["default"], layer.comol_B["default"]
+    router, cores = layer.comol_router["default"], layer.comol_cores["default"]
+    lora_A_x = A(dropout(x))
+    router_logits = torch.softmax(router(lora_A_x) if layer.core_routing else router(x), dim=-1)
+    lora_core = torch.sum(
+        torch.stack([core * router_logits[:, :, i].unsqueeze(-1).unsqueeze(-1) for i, core in enumerate(cores)]), 0
+    )
+    return layer.base_layer(x) + B(dropout(lora_A_x.unsqueeze(-2) @ dropout(lora_core)).squeeze(-2)) * layer.scaling
+
+
+@pytest.mark.parametrize("core_routing", [True, False])
+def test_training_mode_matches_the_authors_layer_draw_for_draw(core_routing):
+    """Same seed, same weights: our dropout of x, of the merged core and of the product equals theirs exactly."""
+    layer = make_layer(core_routing=core_routing, alpha=8.0, dropout=0.3)
+    layer.train()
+    x = torch.randn(2, 5, layer.in_features)
+    torch.manual_seed(7)
+    ours = layer(x)
+    torch.manual_seed(7)
+    theirs = authors_forward(layer, x, 0.3)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    layer.eval()  # and in eval mode (no dropout) too
+    torch.testing.assert_close(layer(x), authors_forward(layer.eval(), x, 0.0), rtol=1e-5, atol=1e-6)
+
+
+def test_merged_core_and_product_are_dropped():
+    """Dropout on x alone would leave x̂ᵀ M's zeros only where x̂ is zero; the authors also drop entries of the
+    merged core and of the product: with x̂ held fixed, some output rank components vanish."""
+    layer = make_layer(r=8, N=3, dropout=0.5)
+    layer.train()
+    x = torch.randn(64, layer.in_features)
+    seen = {}
+    layer.comol_B["default"].register_forward_hook(lambda mod, inp, out: seen.update(z=inp[0]))
+    layer(x)
+    zero_share = (seen["z"] == 0).float().mean().item()
+    assert 0.35 < zero_share < 0.65  # about half of the product's entries dropped (p = 0.5)
+
+
+def test_merged_equals_output_level_in_training_with_the_same_draws():
+    layer = make_layer(alpha=8.0, dropout=0.3)
+    layer.train()
+    x = torch.randn(2, 5, layer.in_features)
+    torch.manual_seed(3)
+    merged = layer(x)
+    layer.forward_mode = "output"
+    torch.manual_seed(3)
+    torch.testing.assert_close(layer(x), merged, rtol=1e-5, atol=1e-5)
 
 
 def test_initialisation_follows_spec():

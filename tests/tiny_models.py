@@ -41,26 +41,31 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides) -> torch.nn.Modu
     return model.eval()
 
 
-BYTE_SPECIALS = ("<pad>", "<eos>")
+BYTE_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: LlamaConfig's bos=1 and eos=2 are <s> and </s>
+BYTES = ("\n", *(chr(code) for code in range(32, 127)))  # newline and printable ASCII: one token each
 
 
 def byte_tokenizer():
-    """Every byte is a token (no merges): real `tokenizers` machinery with a 258-token vocabulary, offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """The tests' one tokenizer: every ASCII byte of text (printable or newline) is a token, anything else <unk>,
+    and <s> is prepended as Llama's tokenizer does. Real `tokenizers` machinery, built offline; its 100 ids fit
+    the tiny models' vocabulary, and text it decodes encodes back to the same ids (one per character)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: i for i, token in enumerate([*BYTE_SPECIALS, *sorted(alphabet)])}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+    vocab = {token: index for index, token in enumerate([*BYTE_SPECIALS, *BYTES])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def save_tiny_model(folder: Path, seed: int = 0, **overrides) -> Path:
-    """The tiny Llama sized for the byte vocabulary and Alpaca prompts, saved as a local model folder.
+    """The tiny Llama with room for Alpaca prompts and the byte tokenizer, saved as a local model folder.
 
-    Ray workers build their model from a path, so training and sweep tests hand them this folder.
+    Ray workers build their model from a path, so training, sweep, report and registry tests hand them this folder.
     """
     from transformers import AutoModelForCausalLM
 

@@ -1,38 +1,71 @@
 """``comol params``: trainable parameters and adapter FLOPs of a method on a model config.
 
 Interface (other tools depend on it):
-``comol params --model-config PATH --method M [--rank R] [--experts N] [--no-core-routing]
-[--alpha A] [--targets q_proj,k_proj,...] [--json]``, plus method-specific ``--expert-schedule``,
-``--top-k`` and ``--aux-loss-coef``. A flag whose field the method's config lacks is an error.
+``comol params --model-config PATH --method M [--r R] [--num-experts N] [--no-core-routing] [--alpha A]
+[--target-modules q_proj,k_proj,...] [--json]``, plus every other setting of the methods' configs
+(``--expert-schedule``, ``--top-k``, ``--aux-loss-coef``, ...). A flag is a config field's name (``_`` as
+``-``); the fields' aliases are flags too (``--rank``, ``--experts``, ``--targets``). A flag whose setting the
+method's config lacks is an error, and an error names the flag as it was typed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 NAME = "params"
 HELP = "count trainable parameters and adapter FLOPs/token of a method on a model config (meta device)"
 
-# CLI flag → config field; a flag the method's config lacks is an error, never ignored.
-FLAG_FIELDS = {
-    "rank": "r",
-    "experts": "num_experts",
-    "core_routing": "core_routing",
-    "alpha": "alpha",
-    "expert_schedule": "expert_schedule",
-    "top_k": "top_k",
-    "aux_loss_coef": "aux_loss_coef",
-}
-FLAG_NAMES = {
-    "rank": "--rank",
-    "experts": "--experts",
-    "core_routing": "--no-core-routing",
-    "alpha": "--alpha",
-    "expert_schedule": "--expert-schedule",
-    "top_k": "--top-k",
-    "aux_loss_coef": "--aux-loss-coef",
-}
+
+class _SettingFlag(argparse.Action):
+    """Stores a setting's value and remembers the spelling the user typed (errors name that spelling)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.spelled = {**(namespace.spelled or {}), self.dest: option_string}
+
+
+def _flag(name: str, negated: bool) -> str:
+    return ("--no-" if negated else "--") + name.replace("_", "-")
+
+
+def _help(per_method: dict[str, Any]) -> str:
+    """The setting's help text; where methods describe it differently, each method's own text."""
+    by_text: dict[str, list[str]] = {}
+    for method, setting in per_method.items():
+        by_text.setdefault(setting.help, []).append(method)
+    if len(by_text) == 1:
+        return next(iter(by_text))
+    return " | ".join(f"{', '.join(methods)}: {text}" for text, methods in by_text.items())
+
+
+def _list_of_names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting of any method (and one per alias), derived from the config dataclasses."""
+    from comol.methods import all_settings
+
+    parser.set_defaults(spelled={})
+    for name, per_method in all_settings().items():
+        setting = next(iter(per_method.values()))
+        kind = setting.scalar
+        if kind is bool:  # a switch away from the default
+            negated = bool(setting.default)
+            flags = [_flag(spelling, negated) for spelling in setting.spellings]
+            text = f"sets {name} to {str(not negated).lower()}. {_help(per_method)}"
+            parser.add_argument(
+                *flags, dest=name, action=_SettingFlag, nargs=0, const=not negated, default=None, help=text
+            )
+            continue
+        if kind is None:  # lists: comma-separated, each item checked by the config
+            options: dict[str, Any] = {"type": _list_of_names, "metavar": "A,B,..."}
+        else:
+            options = {"type": kind, "metavar": name.upper()}
+        flags = [_flag(spelling, False) for spelling in setting.spellings]
+        parser.add_argument(*flags, dest=name, action=_SettingFlag, default=None, help=_help(per_method), **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,60 +79,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a Hugging Face config.json (or its folder), or a shipped name: {', '.join(SHIPPED)}",
     )
     parser.add_argument("--method", required=True, choices=sorted(METHODS), help="adapter method")
-    parser.add_argument("--rank", type=int, default=None, help="rank r (default 16)")
-    parser.add_argument("--experts", type=int, default=None, help="number of experts N (default 8)")
-    parser.add_argument(
-        "--no-core-routing",
-        dest="core_routing",
-        action="store_const",
-        const=False,
-        default=None,
-        help="CoMoL: route on x (router N×n) instead of the core-space A·x",
-    )
-    parser.add_argument("--alpha", type=float, default=None, help="scale numerator, scale = alpha/r (default r)")
-    parser.add_argument(
-        "--expert-schedule",
-        default=None,
-        metavar="N1,N2,...",
-        help="MoLA: expert counts by depth group, e.g. 2,4,6,8 (by quarter); replaces --experts",
-    )
-    parser.add_argument(
-        "--top-k", type=int, default=None, help="MoLA: experts per token (default 2); FlyLoRA: rank components kept"
-    )
-    parser.add_argument(
-        "--aux-loss-coef", type=float, default=None, help="MoLA, AdaMoLE: load-balancing loss weight (default 1e-3)"
-    )
-    parser.add_argument(
-        "--targets",
-        default="q_proj,k_proj,v_proj,o_proj,down_proj",
-        help="comma-separated Linear leaf names to adapt",
-    )
+    add_setting_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _adapter_config(args: argparse.Namespace):
+def adapter_config(method_name: str, values: dict[str, Any], spelled: dict[str, str]):
+    """The method's config from the settings given on the command line; errors name the flag as typed."""
     from comol.errors import ConfigError
     from comol.methods import get_method
 
-    method = get_method(args.method)
-    known = set(method.config_cls.field_help())
-    fields: dict[str, object] = {"r": 16}
-    for flag, name in FLAG_FIELDS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
+    method = get_method(method_name)
+    known = method.config_cls.settings()
+    for name, flag in spelled.items():
         if name not in known:
-            raise ConfigError(FLAG_NAMES[flag], f"is not used by method {args.method!r}")
-        fields[name] = value
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    return method.config_cls(target_modules=targets, **fields)
+            raise ConfigError(flag, f"is not used by method {method_name!r}")
+    try:
+        return method.config_cls(**{name: values[name] for name in spelled})
+    except ConfigError as err:
+        if err.field not in spelled:
+            raise
+        raise err.renamed(spelled[err.field]) from None
 
 
 def run(args: argparse.Namespace) -> int:
     from comol.accounting import cost_of
     from comol.model_configs import load_model_config_dict, resolve_model_config
 
-    adapter = _adapter_config(args)
+    adapter = adapter_config(args.method, vars(args), args.spelled)
     model_config = load_model_config_dict(args.model_config)
     cost = cost_of(model_config, adapter)
     report = {

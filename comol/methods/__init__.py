@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from comol.errors import ConfigError
 from comol.methods.adamole import AdaMoLEConfig, AdaMoLELayer
-from comol.methods.base import DEFAULT_TARGETS, AdapterConfig, AdapterLayer
+from comol.methods.base import DEFAULT_TARGETS, AdapterConfig, AdapterLayer, Setting
 from comol.methods.comol import CoMoLConfig, CoMoLLayer
 from comol.methods.flylora import FlyLoRAConfig, FlyLoRALayer
 from comol.methods.hydralora import HydraLoRAConfig, HydraLoRALayer
@@ -57,6 +57,18 @@ def make_config(method: str, **fields: object) -> AdapterConfig:
     return config_cls(**fields)
 
 
+def all_settings() -> dict[str, dict[str, Setting]]:
+    """Every setting name any method has → {method: its Setting}, in the order methods and fields are declared.
+
+    The CLI's flags and the sweep's axes are derived from this, so a field added to a method's config is a
+    flag and an axis without further code."""
+    out: dict[str, dict[str, Setting]] = {}
+    for method in METHODS.values():
+        for name, setting in method.config_cls.settings().items():
+            out.setdefault(name, {})[method.name] = setting
+    return out
+
+
 __all__ = [
     "DEFAULT_TARGETS",
     "METHODS",
@@ -78,6 +90,8 @@ __all__ = [
     "MoLoRALayer",
     "SMEARConfig",
     "SMEARLayer",
+    "Setting",
+    "all_settings",
     "get_method",
     "make_config",
 ]

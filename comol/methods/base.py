@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,25 +24,58 @@ DEFAULT_ADAPTER = "default"
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method, as its config dataclass declares it: the field's name is the setting's one name
+    (in errors, YAML, sweep axes, MLflow params); ``aliases`` are shorter spellings users may also write (a
+    CLI flag, a sweep axis), taken from the field's ``metadata['aliases']``."""
+
+    name: str
+    help: str
+    aliases: tuple[str, ...]
+    type: Any  # the resolved annotation, e.g. ``int | None``
+    default: Any
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    @property
+    def scalar(self) -> type | None:
+        """``bool``, ``int`` or ``float`` when the setting holds one such value (None allowed), else None."""
+        args = typing.get_args(self.type) if isinstance(self.type, types.UnionType) else (self.type,)
+        kinds = [a for a in args if a is not type(None)]
+        return kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None
+
+
 @dataclass
 class AdapterConfig:
-    """Fields every method has. Subclasses add their own, each with ``metadata['help']``."""
+    """Fields every method has. Subclasses add their own, each with ``metadata['help']`` (and optionally
+    ``metadata['aliases']``: other spellings a user may write for it)."""
 
     method: ClassVar[str] = ""
-    # Fields a method does not use; setting them to a non-default value is an error, not ignored.
-    unused_fields: ClassVar[tuple[str, ...]] = ()
 
-    r: int = field(default=16, metadata={"help": "LoRA rank r: A is r×n, B is m×r."})
+    r: int = field(default=16, metadata={"help": "LoRA rank r: A is r×n, B is m×r.", "aliases": ("rank",)})
     alpha: float | None = field(
         default=None, metadata={"help": "Scale numerator: output is scaled by alpha/r. Default: alpha = r."}
     )
-    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input x, in [0, 1)."})
+    dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Dropout on the adapter path's input x, in [0, 1); routers always read the clean x. "
+            "Default 0.1, what the CoMoL authors' train.py sets for every method they compare."
+        },
+    )
     target_modules: list[str] | str = field(
         default_factory=lambda: list(DEFAULT_TARGETS),
-        metadata={"help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match)."},
+        metadata={
+            "help": "Leaf names of Linear modules to adapt (suffix match), or one regex (full match).",
+            "aliases": ("targets",),
+        },
     )
+    # Provenance, not a setting: it says which base the adapter was trained on.
     base_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Base model id or path, recorded in adapter_config.json."}
+        default=None, metadata={"help": "Base model id or path, recorded in adapter_config.json.", "setting": False}
     )
 
     def __post_init__(self) -> None:
@@ -52,7 +87,7 @@ class AdapterConfig:
 
     def validate(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ConfigError("rank", f"must be a positive integer, got {self.r!r}")
+            raise ConfigError("r", f"must be a positive integer, got {self.r!r}")
         if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
             raise ConfigError("alpha", f"must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -83,6 +118,23 @@ class AdapterConfig:
     def field_help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """The method's settings by name, in field order (provenance fields left out)."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("setting", True):
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                aliases = tuple(f.metadata.get("aliases", ()))
+                out[f.name] = Setting(f.name, f.metadata.get("help", ""), aliases, hints[f.name], default)
+        return out
+
+
+def experts_field(default: int | None, help: str) -> Any:
+    """``num_experts``, the expert count N of every mixture method (users may also write ``experts``)."""
+    return field(default=default, metadata={"help": help, "aliases": ("experts",)})
+
 
 def kaiming_init_(tensor: torch.Tensor) -> None:
     """PEFT LoRA's A initialisation: kaiming-uniform with a=√5 (about U(±1/√fan_in))."""
@@ -92,16 +144,20 @@ def kaiming_init_(tensor: torch.Tensor) -> None:
 class AdapterLayer(nn.Module, BaseTunerLayer):
     """Wraps a frozen ``nn.Linear`` and adds ``delta(x)`` to its output.
 
-    Subclasses create their weights in ``__init__`` (via :meth:`_add`) and implement :meth:`delta`.
-    The adapter computes in its own weights' dtype (fp32 adapters on a bf16 base work) and casts
-    the result back to the base output's dtype.
+    Subclasses create their weights in ``__init__`` (via :meth:`_linear` / :meth:`_parameter`) and implement
+    :meth:`delta`, which receives the CLEAN input: routers, threshold heads and pools read it as the authors'
+    layers do (``gate(x)``), and the adapter path applies ``self.dropout`` itself. The adapter computes in its
+    own weights' dtype (fp32 adapters on a bf16 base work) and casts the result back to the base output's dtype.
     """
 
     config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
     adapter_layer_names: tuple[str, ...] = ()
-    # Layers that need the model call's padding mask (SMEAR) set this; inject_adapter then puts the call's
-    # 2-D attention_mask on ``self.attention_mask`` (see comol.injection.attach_attention_mask).
+    # Layers that need the model call's padding mask (balancing counts, SMEAR's route) set this; inject_adapter
+    # then puts the call's 2-D attention_mask on ``self.attention_mask`` (see comol.injection.attach_call_masks).
     uses_attention_mask: ClassVar[bool] = False
+    # Layers that route on the prompt (SMEAR) set this; the same pre-hook then also hands them the call's
+    # ``prompt_mask`` keyword (popped before the model sees it) and how many tokens the call's cache holds.
+    uses_prompt_mask: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
         super().__init__()
@@ -116,6 +172,8 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters = []
         self._aux_loss: torch.Tensor | None = None
         self.attention_mask: torch.Tensor | None = None
+        self.prompt_mask: torch.Tensor | None = None
+        self.past_length = 0
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
     # --- construction helpers -------------------------------------------------------------------
@@ -146,17 +204,23 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
     def _get(self, name: str) -> Any:
         return getattr(self, name)[self.active_adapter]
 
+    @classmethod
+    def upgrade_saved(cls, tensors: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+        """Saved tensors (PEFT keys) written in adapter format ``version`` → the current layout; a method whose
+        layout changed between versions overrides this, so adapters recorded earlier keep their outputs."""
+        return tensors
+
     # --- forward --------------------------------------------------------------------------------
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The adapter's additive output for input ``x`` (already in adapter dtype), without scale."""
+        """The adapter's additive output for the clean input ``x`` (already in adapter dtype), without scale.
+        Apply ``self.dropout`` on the adapter path only, never before a router."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         if self.disable_adapters:
             return result
-        adapter_dtype = self._adapter_dtype()
-        out = self.delta(self.dropout(x.to(adapter_dtype)))
+        out = self.delta(x.to(self._adapter_dtype()))
         return result + (out * self.scaling).to(result.dtype)
 
     def _adapter_dtype(self) -> torch.dtype:
@@ -196,6 +260,16 @@ class AdapterLayer(nn.Module, BaseTunerLayer):
     def aux_loss(self) -> torch.Tensor | None:
         """This layer's auxiliary (load-balancing) loss from its last forward, or None."""
         return self._aux_loss
+
+    # --- non-gradient updates after backward (see comol.injection.after_backward) -----------------
+    def update_statistics(self) -> torch.Tensor | None:
+        """Counts this layer gathered in its last training forward that steer a non-gradient update (FlyLoRA's
+        balancing bias), or None. They are summed over data-parallel ranks before :meth:`apply_update`, so the
+        forward itself never runs a collective."""
+        return None
+
+    def apply_update(self, totals: torch.Tensor) -> None:
+        """Apply the update from :meth:`update_statistics` summed over every rank."""
 
     # --- merging ---------------------------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:

@@ -9,12 +9,20 @@ from comol.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent
 SHIPPED = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.json"))}
+# Hub models with the same shapes as a shipped config: instruction tuning changes weights, not shapes.
+SAME_SHAPES = {"llama-3.1-8b-instruct": "llama-3.1-8b"}
+
+
+def shipped_config(model_id: str) -> Path | None:
+    """The shipped config.json that describes a hub id (``Qwen/Qwen3-8B``) or short name, if any."""
+    name = model_id.rsplit("/", 1)[-1].lower()
+    return SHIPPED.get(SAME_SHAPES.get(name, name))
 
 
 def resolve_model_config(name_or_path: str) -> Path:
     """A shipped short name (e.g. ``qwen3-8b``) or a path to a config.json (or its folder)."""
-    if name_or_path in SHIPPED:
-        return SHIPPED[name_or_path]
+    if name_or_path in SHIPPED or name_or_path in SAME_SHAPES:
+        return SHIPPED[SAME_SHAPES.get(name_or_path, name_or_path)]
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "config.json"
@@ -22,7 +30,7 @@ def resolve_model_config(name_or_path: str) -> Path:
         raise ConfigError(
             "model-config",
             f"no such file {str(path)!r}; pass a config.json path or a shipped name",
-            allowed=SHIPPED,
+            allowed=[*SHIPPED, *SAME_SHAPES],
         )
     return path
 

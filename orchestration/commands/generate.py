@@ -17,11 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/adapter")
     parser.add_argument("--prompt", required=True, help="the instruction (wrapped in the adapter's prompt template)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="completion length limit (default 128)")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
+    parser.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default: {DEFAULT_DESCRIPTION})")
 
 
 def run(args: argparse.Namespace) -> int:

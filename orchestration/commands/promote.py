@@ -20,20 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric", default="eval/average", help="metric whose seed mean picks the best (default: eval/average)"
     )
     parser.add_argument("--mode", choices=["max", "min"], default="max", help="higher (max) or lower (min) is better")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
+    parser.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default: {DEFAULT_DESCRIPTION})")
 
 
 def run(args: argparse.Namespace) -> int:
     from orchestration.registry.promote import promote
+    from orchestration.tracking.seeds import format_mean_std
 
     result = promote(args.sweep, args.model_name, args.alias, args.metric, args.tracking_uri, args.mode)
     c = result.choice
     print(
-        f"best configuration: {c.label} (config {c.config_id}): {args.metric} {c.mean:.4f} ± {c.std:.4f} "
+        f"best configuration: {c.label} (config {c.config_id}): {args.metric} {format_mean_std(c.mean, c.std)} "
         f"(mean ± sample std over {c.seeds} seeds)"
     )
     print(f"median seed: {c.run.seed} (run {c.run.run_id}, {args.metric} {c.run_value:.4f})")

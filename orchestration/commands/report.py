@@ -14,11 +14,9 @@ HELP = "tables (mean ± sample std over seeds), significance tests and plots of 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", metavar="SWEEP", help="the sweep's name (its MLflow experiment is comol-sweep/SWEEP)")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
+    parser.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default: {DEFAULT_DESCRIPTION})")
     parser.add_argument("--out", type=Path, default=None, help="folder for the files (default: outputs/reports/SWEEP)")
     parser.add_argument(
         "--reference",

@@ -1,8 +1,8 @@
 """``comol score``: accuracy of completions that already exist, by the paper's extraction rules.
 
 Interface (other tools depend on it):
-``comol score --task math --dataset {addsub,aqua,gsm8k,multiarith,singleeq,svamp} --data FILE.json
-[--field output] [--json]``
+``comol score --task math --dataset KEY --data FILE.json [--field output] [--json]``, KEY one of the math
+benchmarks of ``orchestration.evaluation.math_datasets`` (``comol score --help`` lists them).
 
 ``FILE.json`` is a JSON list of records, each with ``answer`` and the completion field (default ``output``),
 e.g. the test sets in ../shared/data/math or the generation records of an evaluation. Prints the accuracy;
@@ -16,10 +16,11 @@ import argparse
 NAME = "score"
 HELP = "score existing completions (math: last number / first AQuA letter, as the paper's evaluation)"
 TASKS = ("math",)
-DATASETS = ("addsub", "aqua", "gsm8k", "multiarith", "singleeq", "svamp")  # = math_scoring.MATH_DATASETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestration.evaluation.math_datasets import MATH_DATASETS as DATASETS
+
     parser.add_argument("--task", required=True, metavar="{" + ",".join(TASKS) + "}", help="benchmark family")
     parser.add_argument("--dataset", required=True, metavar="{" + ",".join(DATASETS) + "}", help="test set")
     parser.add_argument("--data", required=True, metavar="FILE.json", help="JSON list of records with `answer`")
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from comol.errors import ConfigError
+    from orchestration.evaluation.math_datasets import MATH_DATASETS
     from orchestration.evaluation.math_scoring import LETTER_DATASETS, accuracy, check_dataset
 
     if args.task not in TASKS:
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         dataset = check_dataset(args.dataset)
     except ConfigError:
-        raise ConfigError("--dataset", f"unknown dataset {args.dataset!r}", allowed=DATASETS) from None
+        raise ConfigError("--dataset", f"unknown dataset {args.dataset!r}", allowed=MATH_DATASETS) from None
     completions, answers = load_records(args.data, args.field)
     if dataset not in LETTER_DATASETS:
         for index, answer in enumerate(answers):

@@ -3,11 +3,14 @@
 Works the same on a laptop (a private local Ray is started) and as
 ``ray job submit --working-dir . -- comol sweep SPEC.yaml`` on a cluster ($RAY_ADDRESS is joined).
 Every trial config is validated before Ray starts; bad input exits with code 2 and names the field.
+``--dry-run`` validates and lists the plan; ``--dry-run --json`` prints it as JSON with each configuration's
+trainable parameters, so the cost of a sweep is seen before it is launched.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 NAME = "sweep"
 HELP = "run a sweep (grid ablation or Optuna search) over CoMoL's axes, three seeds each, tracked in MLflow"
@@ -18,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep: finished trials (in MLflow) are not run again"
     )
+    from orchestration.tracking.store import DEFAULT_DESCRIPTION
+
     parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: the spec's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+        "--tracking-uri", default=None, help=f"MLflow tracking URI (default: the spec's, else {DEFAULT_DESCRIPTION})"
     )
     parser.add_argument("--output-dir", default=None, help="sweep folder (default: outputs/sweeps/<name>)")
     parser.add_argument(
@@ -34,22 +37,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--verbose", action="store_true", help="stream the Ray workers' logs to this terminal (default: progress only)"
     )
     parser.add_argument("--dry-run", action="store_true", help="validate the spec and list its trials; run nothing")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: print one JSON object, per planned configuration its method, rank, experts, core "
+        "routing, alpha and trainable parameters (counted on the meta device from the model's config)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from comol.errors import ConfigError
     from orchestration.sweep.progress import describe
     from orchestration.sweep.runner import prepare, results_table, run_sweep, where_to_look
+    from orchestration.sweep.space import label_params
     from orchestration.sweep.spec import load_spec
     from orchestration.tracking import schema
 
     console = Console(soft_wrap=True)  # long URIs and commands stay on one line, copy-pasteable
+    if args.json and not args.dry_run:
+        raise ConfigError("json", "--json prints the plan of --dry-run; add --dry-run (a sweep prints its progress)")
     if args.dry_run:
         spec, paths, plan = prepare(args.spec, args.output_dir)
+        if args.json:
+            from orchestration.sweep.cost import sweep_cost
+
+            print(json.dumps(sweep_cost(plan, str(paths.sweep_dir)), indent=2))
+            return 0
         if plan.kind == "grid":
+            shown = label_params(spec)
             for trial in plan.trials:
-                console.print(f"{trial.key}  {describe(trial)}")
+                console.print(f"{trial.key}  {describe(trial, shown)}")
         console.print(
             f"spec OK: {plan.configurations} configurations × {len(spec.seeds)} seeds ({plan.kind}); "
             f"sweep folder {paths.sweep_dir}"

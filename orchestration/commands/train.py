@@ -9,8 +9,6 @@ temp dir and stopped afterwards; it is never a shared or machine-wide one.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Any
 
 NAME = "train"
@@ -48,11 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from orchestration.training.config import load_config
 
     config = load_config(args.config, args.overrides)  # ConfigError → exit 2, before any Ray import
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if not address and "ray" not in sys.modules:
-        # A local ray.init() turns token auth on (and writes ~/.ray/auth_token). Pin the mode before Ray is
-        # imported: Ray reads it once at import, and a driver/cluster mismatch refuses every RPC.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -89,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if "checkpoint_path" in metrics:
             progress.console.print(f"step {metrics['step']}: checkpoint {metrics['checkpoint_path']}")
 
-    session = connect_ray(address, verbose=args.verbose)
+    session = connect_ray(args.address, verbose=args.verbose)
     failed = True
     try:
         with progress:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+ARITHMETIC = "arithmetic"  # the name of this generator as a data source and as an evaluation benchmark
 NAMES = ("Tom", "Anna", "Maria", "Ben", "Lily", "Sam", "Nora", "Omar", "Julia", "Ravi")
 ITEMS = ("apples", "pencils", "marbles", "cookies", "stickers", "books", "balloons", "cards", "shells", "coins")
 HELD_OUT_FRACTION = 0.3  # of every kind's signatures

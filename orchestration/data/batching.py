@@ -68,7 +68,9 @@ def eval_shard(num_examples: int, rank: int, world_size: int, micro_batch: int) 
 
 
 def collate(dataset: Dataset, indices: list[int], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding) for ``indices``.
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding) for ``indices``, and a
+    ``prompt_mask`` (1 on each example's prompt tokens) when the rows carry ``prompt_length``: adapters that
+    route on the prompt (SMEAR) read it; the training step passes it only to models that take it.
 
     Index -1 stands for a padding example (a copy of example 0 whose labels are all ignored).
     """
@@ -77,10 +79,14 @@ def collate(dataset: Dataset, indices: list[int], pad_token_id: int) -> dict[str
     input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((len(rows), length), dtype=torch.long)
+    prompt = torch.zeros((len(rows), length), dtype=torch.long) if "prompt_length" in rows[0] else None
     for row, (index, record) in enumerate(zip(indices, rows, strict=True)):
         n = len(record["input_ids"])
         input_ids[row, :n] = torch.tensor(record["input_ids"])
         attention[row, :n] = 1
+        if prompt is not None:
+            prompt[row, : record["prompt_length"]] = 1
         if index >= 0:
             labels[row, :n] = torch.tensor(record["labels"])
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return batch if prompt is None else {**batch, "prompt_mask": prompt}

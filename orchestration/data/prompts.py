@@ -1,9 +1,11 @@
 """The prompt templates that training, evaluation and ``comol generate`` wrap an instruction in.
 
-``alpaca`` (the default) is the Alpaca-style prompt the paper (and LLM-Adapters) use. ``short`` is a two-line
-question/answer prompt for small models on short tasks, where the Alpaca preamble would be most of every
-example's tokens (and so most of the training and evaluation compute). The template an adapter was trained
-with is recorded in its folder, so evaluation and generation wrap prompts exactly as training did.
+``alpaca`` (the default) is the Alpaca-style prompt the paper's authors use. As in their ``data.py``, it ends at
+``### Response:`` with no newline: the target follows it directly (math_14k's outputs begin with their own
+newline), and generation continues from the same place. ``short`` is a two-line question/answer prompt for
+small models on short tasks, where the Alpaca preamble would be most of every example's tokens (and so most of
+the training and evaluation compute). The template an adapter was trained with is recorded in its folder, so
+evaluation and generation wrap prompts exactly as training did.
 """
 
 from __future__ import annotations
@@ -12,15 +14,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from comol.errors import ConfigError
-
 ALPACA_TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n"
     "\n"
     "### Instruction:\n"
     "{instruction}\n"
     "\n"
-    "### Response:\n"
+    "### Response:"
 )
 
 # The variant with an input block, used when a record's ``input`` is non-empty (LLM-Adapters' rule).
@@ -34,7 +34,7 @@ ALPACA_INPUT_TEMPLATE = (
     "### Input:\n"
     "{input}\n"
     "\n"
-    "### Response:\n"
+    "### Response:"
 )
 
 
@@ -53,7 +53,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 
 
 def build_prompt(instruction: str, input_text: str = "", template: str = DEFAULT_TEMPLATE) -> str:
-    """The prompt up to where the target begins (``### Response:\\n`` or ``Answer:``); the target follows directly."""
+    """The prompt up to where the target begins (``### Response:`` or ``Answer:``); the target follows directly."""
     plain, with_input = TEMPLATES[check_template(template)]
     if input_text and input_text.strip():
         return with_input.format(instruction=instruction, input=input_text)
@@ -62,6 +62,9 @@ def build_prompt(instruction: str, input_text: str = "", template: str = DEFAULT
 
 def check_template(template: str) -> str:
     """``template`` if it is a known template's name, else a ConfigError listing them."""
+    # imported here: the config validates with this module's names before anything imports torch (comol does)
+    from comol.errors import ConfigError
+
     if template not in TEMPLATES:
         raise ConfigError("prompt_template", f"unknown prompt template {template!r}", allowed=list(TEMPLATES))
     return template
@@ -87,5 +90,7 @@ def recorded_template(adapter_dir: str | Path) -> str:
     try:
         template = json.loads(path.read_text())["prompt_template"]
     except (ValueError, KeyError, TypeError):
+        from comol.errors import ConfigError
+
         raise ConfigError(TEMPLATE_FILE, f'{path} does not hold {{"prompt_template": NAME}}') from None
     return check_template(template)

@@ -13,9 +13,8 @@ from datasets import Dataset, load_dataset
 from datasets.table import InMemoryTable
 
 from comol.errors import ConfigError
-from orchestration.data.arithmetic import arithmetic_records
+from orchestration.data.arithmetic import ARITHMETIC, arithmetic_records
 
-ARITHMETIC = "arithmetic"
 COLUMNS = ("instruction", "input", "output", "answer")
 
 

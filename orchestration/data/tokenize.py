@@ -1,9 +1,12 @@
-"""Records → token ids and labels, with the loss on the whole sequence or on the response only.
+"""Records → token ids, labels and the prompt's length, with the loss on the whole sequence or the response only.
 
-The prompt and the response are tokenized separately and concatenated, so the prompt/response
-boundary is exact for masking: ``labels="response"`` sets every prompt position to -100 (ignored by
-the loss), ``labels="all"`` (the authors' default) trains on every token. EOS ends the response, then
-the sequence is cut to ``cutoff_len``. Examples left without any label token are dropped.
+The prompt and the response are tokenized separately and concatenated, so the prompt/response boundary is
+exact (``prompt_length``, which prompt-routed adapters such as SMEAR read through the batch's ``prompt_mask``)
+and the prompt's tokens are exactly those generation feeds the model. ``labels="response"`` sets every prompt
+position to -100 (ignored by the loss), ``labels="all"`` (the authors' default) trains on every token.
+As in the authors' ``train.py``, prompt + response is cut to ``cutoff_len`` tokens and EOS is appended AFTER
+the cut, so a long example still ends with EOS (it then has ``cutoff_len + 1`` tokens). In response mode an
+example whose response was cut away entirely is dropped: its only label would be that EOS.
 """
 
 from __future__ import annotations
@@ -19,11 +22,20 @@ IGNORE_INDEX = -100
 Labels = Literal["all", "response"]
 
 
-def encode(prompt_ids: list[int], response_ids: list[int], cutoff_len: int, labels: Labels) -> dict[str, list[int]]:
-    """One example's ``input_ids`` and ``labels`` from already tokenized prompt and response (with EOS)."""
-    input_ids = (prompt_ids + response_ids)[:cutoff_len]
-    masked = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    return {"input_ids": input_ids, "labels": list(input_ids) if labels == "all" else masked[:cutoff_len]}
+def encode(
+    prompt_ids: list[int], response_ids: list[int], eos_id: int, cutoff_len: int, labels: Labels
+) -> dict[str, list[int]]:
+    """One example's ``input_ids``, ``labels`` and ``prompt_length`` from its tokenized prompt and response
+    (without EOS): cut to ``cutoff_len``, then EOS appended."""
+    input_ids = [*(prompt_ids + response_ids)[:cutoff_len], eos_id]
+    prompt_length = min(len(prompt_ids), cutoff_len)
+    if labels == "all":
+        targets = list(input_ids)
+    elif len(prompt_ids) >= cutoff_len and response_ids:
+        targets = [IGNORE_INDEX] * len(input_ids)  # nothing of the response is left: dropped by the caller
+    else:
+        targets = [IGNORE_INDEX] * prompt_length + input_ids[prompt_length:]
+    return {"input_ids": input_ids, "labels": targets, "prompt_length": prompt_length}
 
 
 def prompt_of(record: dict, template: str = DEFAULT_TEMPLATE) -> str:
@@ -34,7 +46,7 @@ def prompt_of(record: dict, template: str = DEFAULT_TEMPLATE) -> str:
 def tokenize_records(
     records: Dataset, tokenizer, cutoff_len: int, labels: Labels = "all", template: str = DEFAULT_TEMPLATE
 ) -> Dataset:
-    """Tokenized dataset with columns input_ids, labels, answer (kept for scoring)."""
+    """Tokenized dataset with columns input_ids, labels, prompt_length and answer (kept for scoring)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token to end responses with")
@@ -44,11 +56,10 @@ def tokenize_records(
         prompts = [prompt_of(record, template) for record in records]
         prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
         response_ids = tokenizer(rows["output"], add_special_tokens=False)["input_ids"]
-        out: dict[str, list] = {"input_ids": [], "labels": []}
+        out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_length": []}
         for p, r in zip(prompt_ids, response_ids, strict=True):
-            example = encode(p, [*r, eos], cutoff_len, labels)
-            out["input_ids"].append(example["input_ids"])
-            out["labels"].append(example["labels"])
+            for column, value in encode(p, r, eos, cutoff_len, labels).items():
+                out[column].append(value)
         return out
 
     drop = [c for c in records.column_names if c != "answer"]

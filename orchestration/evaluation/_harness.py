@@ -17,20 +17,31 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import itertools
 import json
 import os
 import resource
 import signal
 import stat
 import sys
+import time
+from collections.abc import Iterator
 
 # ---------------------------------------------------------------- values across the boundary
 
 MAX_DEPTH = 200
+MAX_ITEMS = 1 << 20  # values in one message; SandboxLimits.max_reply_items lowers it for replies
+_VIEWS = tuple((f"dict_{name}", type(getattr({}, name)()), getattr(dict, name)) for name in ("keys", "values", "items"))
 
 
 def encode(value: object, depth: int = 0) -> list:
-    """Plain data → tagged JSON. Containers are copied element by element; other types are refused."""
+    """Plain data → tagged JSON. Containers are copied element by element; other types are refused.
+
+    Iterables a check can only iterate cross as what it would iterate: an iterator (generator, map, zip...)
+    as its items, read here to the end, arriving as an iterator over them (single pass, unequal to any list,
+    as the original); a range as a range; a dict view as a view of a copied dict.
+    """
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply")
     if value is None:
@@ -53,36 +64,83 @@ def encode(value: object, depth: int = 0) -> list:
             return [tag, [encode(item, depth + 1) for item in list(value)]]
     if isinstance(value, dict):
         return ["dict", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in list(dict(value).items())]]
+    if isinstance(value, range):
+        return ["range", hex(value.start), hex(value.stop), hex(value.step)]
+    for tag, kind, _ in _VIEWS:
+        if isinstance(value, kind):
+            return [tag, encode(dict(value.mapping), depth + 1)]
+    if isinstance(value, Iterator):
+        items = list(itertools.islice(value, MAX_ITEMS + 1))
+        if len(items) > MAX_ITEMS:
+            raise ValueError(f"iterator yields more than {MAX_ITEMS} items")
+        return ["iterator", [encode(item, depth + 1) for item in items]]
     raise TypeError(f"a {type(value).__name__} cannot cross the sandbox boundary (plain data only)")
 
 
 _SCALARS = {"int": lambda s: int(s, 16), "float": float, "str": str, "bytes": bytes.fromhex}
-_SEQUENCES = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
+_SEQUENCES = {"list": list, "tuple": tuple, "iterator": iter}
 
 
-def decode(node: object, depth: int = 0) -> object:
-    """Tagged JSON → plain data, strictly: anything malformed raises ValueError/TypeError."""
-    if depth > MAX_DEPTH:
-        raise ValueError("value nested too deeply")
-    if not isinstance(node, list) or not node or not isinstance(node[0], str):
-        raise ValueError(f"malformed value {str(node)[:80]!r}")
-    tag, rest = node[0], node[1:]
-    if tag == "none" and not rest:
-        return None
-    if tag == "bool" and len(rest) == 1 and isinstance(rest[0], bool):
-        return rest[0]
-    if tag in _SCALARS and len(rest) == 1 and isinstance(rest[0], str):
-        return _SCALARS[tag](rest[0])
-    if tag == "complex" and len(rest) == 2 and all(isinstance(x, str) for x in rest):
-        return complex(float(rest[0]), float(rest[1]))
-    if tag in _SEQUENCES and len(rest) == 1 and isinstance(rest[0], list):
-        return _SEQUENCES[tag](decode(item, depth + 1) for item in rest[0])
-    if tag == "dict" and len(rest) == 1 and isinstance(rest[0], list):
-        pairs = rest[0]
-        if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise ValueError("malformed dict")
-        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in pairs}
-    raise ValueError(f"malformed value with tag {tag!r}")
+def decode(node: object, *, max_items: int = MAX_ITEMS, deadline: float | None = None) -> object:
+    """Tagged JSON → plain data, strictly: anything malformed raises ValueError/TypeError, and so does a value
+    of more than ``max_items`` items or nested deeper than MAX_DEPTH; past the monotonic ``deadline``,
+    TimeoutError. The clock is read between any two items, because the sender picks the items: values whose
+    hashes collide make each insertion into a set or dict cost as much as all before it."""
+    return _Decoder(max_items, deadline).value(node, 0)
+
+
+class _Decoder:
+    def __init__(self, max_items: int, deadline: float | None):
+        self.items_left, self.deadline = max_items, deadline
+
+    def value(self, node: object, depth: int) -> object:
+        if depth > MAX_DEPTH:
+            raise ValueError("value nested too deeply")
+        self.items_left -= 1
+        if self.items_left < 0:
+            raise ValueError("value has too many items")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("the deadline passed while decoding the value")
+        if not isinstance(node, list) or not node or not isinstance(node[0], str):
+            raise ValueError(f"malformed value {str(node)[:80]!r}")
+        tag, rest = node[0], node[1:]
+        if tag == "none" and not rest:
+            return None
+        if tag == "bool" and len(rest) == 1 and isinstance(rest[0], bool):
+            return rest[0]
+        if tag in _SCALARS and len(rest) == 1 and isinstance(rest[0], str):
+            return _SCALARS[tag](rest[0])
+        if tag == "complex" and len(rest) == 2 and all(isinstance(x, str) for x in rest):
+            return complex(float(rest[0]), float(rest[1]))
+        if tag == "range" and len(rest) == 3 and all(isinstance(x, str) for x in rest):
+            return range(*(int(x, 16) for x in rest))
+        if len(rest) != 1 or not isinstance(rest[0], list):
+            raise ValueError(f"malformed value with tag {tag!r}")
+        if tag in _SEQUENCES:
+            return _SEQUENCES[tag]([self.value(item, depth + 1) for item in rest[0]])
+        if tag in ("set", "frozenset"):
+            members = set()
+            for item in rest[0]:  # one at a time, each after a look at the clock
+                members.add(self.value(item, depth + 1))
+            return members if tag == "set" else frozenset(members)
+        if tag == "dict":
+            return self.mapping(rest[0], depth)
+        for view, _, of in _VIEWS:
+            if tag == view:
+                mapping = self.value(rest[0], depth + 1)
+                if not isinstance(mapping, dict):
+                    raise ValueError(f"malformed {view}")
+                return of(mapping)
+        raise ValueError(f"malformed value with tag {tag!r}")
+
+    def mapping(self, pairs: list, depth: int) -> dict:
+        out = {}
+        for pair in pairs:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError("malformed dict")
+            key = self.value(pair[0], depth + 1)
+            out[key] = self.value(pair[1], depth + 1)
+        return out
 
 
 def describe(err: BaseException) -> str:
@@ -121,8 +179,11 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 22, 38
 PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # the world-writable places
+# The kernel's key-management syscalls, which libc does not wrap: (AUDIT_ARCH_*, add_key, request_key, keyctl).
+KEY_SYSCALLS = {"x86_64": (0xC000003E, 248, 249, 250), "aarch64": (0xC00000B7, 217, 218, 219)}
+KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -201,6 +262,55 @@ def _set_rlimits(limits: dict, layers: list[str], extra_processes: int = 0) -> N
     ):
         resource.setrlimit(kind, value)
     layers.append("rlimits")
+
+
+def _key_syscalls() -> tuple[int, int, int, int]:
+    machine = os.uname().machine
+    if machine not in KEY_SYSCALLS:
+        raise RuntimeError(f"no key syscall table for {machine} (known: {', '.join(KEY_SYSCALLS)})")
+    return KEY_SYSCALLS[machine]
+
+
+def _join_fresh_session_keyring(layers: list[str]) -> None:
+    """Leave the evaluator's session keyring for a new, empty, anonymous one. A process possesses (may read,
+    update, unlink) every key reachable from its session keyring, whatever its uid: without this the program
+    could read and clear the secrets the evaluator keeps there."""
+    keyctl = _key_syscalls()[3]
+    serial = _libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), None)
+    if serial >= 0:
+        layers.append("keyring:fresh-session")
+    elif ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+        # A kernel without keys, or a policy above us (a container's seccomp profile) that denies the key
+        # syscalls to every process here, the evaluator included: no key can have been added to leak.
+        layers.append(f"keyring:unavailable-here({errno.errorcode[ctypes.get_errno()]})")
+    else:
+        _check(serial, "join a new session keyring")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+def _deny_key_syscalls(layers: list[str]) -> None:
+    """A seccomp filter: add_key, request_key and keyctl fail with EPERM (the program has no business with
+    kernel keys; a second layer behind the fresh keyring), and so does every syscall made through another ABI
+    (x32, 32-bit x86), where these have other numbers. Needs no_new_privs, set before."""
+    arch, *numbers = _key_syscalls()
+    load_word, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JMP|JGE|K, RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | errno.EPERM  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    head = [(load_word, 0, 0, 4), (jump_eq, 1, 0, arch), (ret, 0, 0, deny), (load_word, 0, 0, 0)]  # arch, nr
+    tests = [(jump_ge, 0x40000000), *((jump_eq, number) for number in numbers)]  # x32 ABI bit, key syscalls
+    # Each test jumps to the final "deny" when true: len(tests) - i instructions ahead, past "allow".
+    program = [*head, *((code, len(tests) - i, 0, k) for i, (code, k) in enumerate(tests))]
+    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
+    fprog = _SockFprog(len(program), filters)
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(2), ctypes.byref(fprog), 0, 0), "seccomp filter")
+    layers.append("seccomp:keys")
 
 
 def _drop_privileges(uid: int, layers: list[str]) -> None:
@@ -299,9 +409,11 @@ def main() -> None:
                 _close_protocol_fds(rpc_in, rpc_out)
                 os._exit(_wait_for(worker))
         _set_rlimits(config["limits"], layers, extra_processes=own_processes)
+        _join_fresh_session_keyring(layers)
         if is_root:
             _drop_privileges(int(config["uid"]), layers)
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _deny_key_syscalls(layers)
         sys.addaudithook(_block_sockets)
         layers.append("audit-hook")
         missing = [name for name in config["required_layers"] if not any(x.startswith(name) for x in layers)]

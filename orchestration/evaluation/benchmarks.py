@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from comol.errors import ConfigError
-from orchestration.data.arithmetic import arithmetic_test_records
+from orchestration.data.arithmetic import ARITHMETIC, arithmetic_test_records
 from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
 from orchestration.evaluation.generation import GenerationConfig, generate, record_prompts
 from orchestration.evaluation.humaneval import Postprocess, execute_samples, humaneval_metrics, load_problems
@@ -30,12 +30,21 @@ from orchestration.evaluation.math_scoring import (
     load_math_dataset,
     math_metrics,
 )
+from orchestration.evaluation.options import BenchmarkOptions
 from orchestration.evaluation.sandbox import SandboxLimits
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data next to the repo
 PROMPT_STYLES = ("template", "raw")
-ARITHMETIC = "arithmetic"  # the generated held-out problems (orchestration/data/arithmetic.py)
 ARITHMETIC_RULES = "gsm8k"  # their answers are numbers: the reference numeric rule (last number, within 0.001)
+
+
+# ``evaluation.options.postprocess`` of the training hook: HumanEval completions are scored as generated
+# (the authors' protocol) unless a spec names a clean-up.
+
+
+def postprocess_option(options: BenchmarkOptions) -> Postprocess | None:
+    """The clean-up the (validated) options name: raw completions unless 'standard' is asked for."""
+    return Postprocess.standard() if options.postprocess == "standard" else None
 
 
 @dataclass
@@ -216,10 +225,26 @@ def _gather(records: list[dict], world_size: int) -> list[dict]:
     return [record for part in parts for record in part or []]
 
 
+def benchmark_options(options: BenchmarkOptions | Mapping) -> BenchmarkOptions:
+    """The hook's options, typed: a training config hands them over validated; a plain mapping (a direct call)
+    is validated here, its errors named as in a training config."""
+    if isinstance(options, BenchmarkOptions):
+        return options
+    from pydantic import ValidationError
+
+    from orchestration.config_errors import config_error
+
+    try:
+        return BenchmarkOptions.model_validate(dict(options))
+    except ValidationError as err:
+        error = config_error(err, BenchmarkOptions, "options")
+        raise error.renamed(f"evaluation.options.{error.field}") from None
+
+
 def training_hook(
     model: torch.nn.Module,
     tokenizer,
-    options: Mapping,
+    options: BenchmarkOptions | Mapping,
     *,
     rank: int,
     world_size: int,
@@ -227,26 +252,22 @@ def training_hook(
 ) -> dict[str, float]:
     """The post-training hook (``orchestration/training/hooks.py`` contract), identical on every rank.
 
-    Options: ``math`` (list of datasets, default all six; [] to skip), ``arithmetic`` (``{size, train_size,
-    data_seed}``: held-out generated problems, see :func:`evaluate_arithmetic`), ``humaneval`` (bool, default False),
-    ``limit`` / ``humaneval_limit`` (examples per dataset / problems), ``data_dir``, ``max_new_tokens``,
-    ``batch_size``, ``num_samples`` (HumanEval), ``postprocess`` ("standard" or none), ``generations_path``
-    (rank 0 writes every rank's records there as JSONL), ``prompt_template`` (the hook runner sets it to the
-    template the adapter was trained with; default ``alpaca``). Keys are returned without the ``eval/`` prefix,
-    which the hook runner adds.
+    Options: see :mod:`orchestration.evaluation.options` (``prompt_template``, set by the hook runner, is the
+    template the adapter was trained with). Keys are returned without the ``eval/`` prefix, which the hook runner
+    adds.
     """
-    overrides = {k: options[k] for k in ("max_new_tokens", "batch_size") if k in options}
-    template = options.get("prompt_template", DEFAULT_TEMPLATE)
+    options = benchmark_options(options)
+    overrides = options.generation_overrides()
+    template = options.prompt_template or DEFAULT_TEMPLATE
     metrics: dict[str, float] = {}
     records: list[dict] = []
-    datasets = options.get("math", list(MATH_DATASETS))
-    if datasets:
+    if options.math:
         result = evaluate_math(
             model,
             tokenizer,
-            datasets,
-            data_dir=options.get("data_dir"),
-            limit=options.get("limit"),
+            options.math,
+            data_dir=options.data_dir,
+            limit=options.limit,
             rank=rank,
             world_size=world_size,
             generation=GenerationConfig.math(**overrides),
@@ -254,19 +275,19 @@ def training_hook(
             prompt_template=template,
         )
         records += _gather(result.records, world_size)
-    if options.get("arithmetic"):
-        held_out = options["arithmetic"]
-        if not isinstance(held_out, Mapping) or "train_size" not in held_out:
+    if options.arithmetic is not None:
+        held_out = options.arithmetic
+        if held_out.train_size is None:
             raise ConfigError(
                 "evaluation.options.arithmetic",
-                f"must be a mapping with train_size (the trial's data.size), size and data_seed; got {held_out!r}",
+                f"needs train_size (the training set to hold out: its data.size) and data_seed; got {held_out!r}",
             )
         result = evaluate_arithmetic(
             model,
             tokenizer,
-            size=int(held_out.get("size", 100)),
-            train_size=int(held_out["train_size"]),
-            data_seed=int(held_out.get("data_seed", 0)),
+            size=held_out.size,
+            train_size=held_out.train_size,
+            data_seed=held_out.data_seed or 0,
             rank=rank,
             world_size=world_size,
             generation=GenerationConfig.math(**overrides),
@@ -276,25 +297,25 @@ def training_hook(
         records += _gather(result.records, world_size)
     if records:  # the average is over every math dataset evaluated, arithmetic included
         metrics.update(math_metrics(records))
-    if options.get("humaneval", False):
-        if "num_samples" in options:
-            overrides["num_samples"] = options["num_samples"]
+    if options.humaneval:
+        if options.num_samples is not None:
+            overrides["num_samples"] = options.num_samples
         ks = [k for k in (1, 5, 10) if k <= overrides.get("num_samples", 10)]
         result = evaluate_humaneval(
             model,
             tokenizer,
-            limit=options.get("humaneval_limit"),
+            limit=options.humaneval_limit,
             rank=rank,
             world_size=world_size,
             generation=GenerationConfig.humaneval(**overrides),
             ks=ks,
-            postprocess=Postprocess.standard() if options.get("postprocess") == "standard" else None,
+            postprocess=postprocess_option(options),
             progress=rank == 0,
             prompt_template=template,
         )
         merged = _gather(result.records, world_size)
         metrics.update(humaneval_metrics(merged, ks))
         records += merged
-    if rank == 0 and options.get("generations_path"):
-        write_jsonl(options["generations_path"], records)
+    if rank == 0 and options.generations_path:
+        write_jsonl(options.generations_path, records)
     return {key.removeprefix("eval/"): value for key, value in metrics.items()}

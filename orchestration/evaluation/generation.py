@@ -3,6 +3,13 @@
 Left padding keeps every prompt's last token at the end of the batch row, so the first generated token of a
 padded prompt sees the same context (the attention mask hides the pads, positions come from the mask) as
 the prompt alone. Prompts are batched by length to waste little on padding; results come back in order.
+Always with the KV cache: SMEAR routes on the prompt its prefill call sees and reuses that route at every
+decode step, as it was trained.
+
+Sampling draws from a ``torch.Generator`` of its own (seeded by ``GenerationConfig.seed``): transformers' sampler
+draws from the process-wide RNG, which a seeded evaluation would otherwise have to reseed under everyone else's
+feet. The distribution is transformers' own (its temperature, top-k and top-p warpers, the model's top-k and
+min-p defaults); only the draw is ours, made in a logits processor after which decoding is greedy.
 """
 
 from __future__ import annotations
@@ -11,6 +18,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
 
@@ -57,6 +71,43 @@ def record_prompts(records: Sequence[dict], template: str = DEFAULT_TEMPLATE) ->
     return [build_prompt(r["instruction"], r.get("input", "") or "", template) for r in records]
 
 
+class _Draw(LogitsProcessor):
+    """Samples the next token from the warped scores with a generator of its own (on the scores' device, seeded
+    with ``seed``, or freshly when None); leaves only that token possible, so the greedy step picks it."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generator is None:
+            self.generator = torch.Generator(device=scores.device)
+            if self.seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(self.seed)
+        drawn = torch.multinomial(torch.softmax(scores.float(), dim=-1), 1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
+def _sampler(model: torch.nn.Module, config: GenerationConfig) -> LogitsProcessorList:
+    """The sampling distribution transformers would use (our settings over the model's top-k / min-p defaults),
+    drawn from a generator of our own."""
+    defaults = getattr(model, "generation_config", None)
+    top_k = config.top_k if config.top_k is not None else getattr(defaults, "top_k", None)
+    min_p = getattr(defaults, "min_p", None)
+    warpers: list[LogitsProcessor] = []
+    if config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=config.top_p))
+    if min_p is not None:
+        warpers.append(MinPLogitsWarper(min_p=min_p))
+    return LogitsProcessorList([*warpers, _Draw(config.seed)])
+
+
 def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
     ids = {tokenizer.eos_token_id}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -82,11 +133,9 @@ def generate(
         raise ValueError("neither the tokenizer nor the model defines an EOS token; generation could not stop")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     device = next(model.parameters()).device
-    if config.seed is not None:
-        torch.manual_seed(config.seed)
-    sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
-    if config.do_sample and config.top_k is not None:
-        sampling["top_k"] = config.top_k
+    # Decoding is greedy; sampling is a drawing logits processor (and each prompt repeated num_samples times).
+    sampling = {"logits_processor": _sampler(model, config)} if config.do_sample else {}
+    repeats = config.num_samples
 
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -98,21 +147,25 @@ def generate(
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size]
                 input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id)
+                input_ids, attention_mask = (
+                    input_ids.repeat_interleave(repeats, 0),
+                    attention_mask.repeat_interleave(repeats, 0),
+                )
                 output = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
                     max_new_tokens=config.max_new_tokens,
-                    do_sample=config.do_sample,
-                    num_return_sequences=config.num_samples,
+                    do_sample=False,
                     eos_token_id=eos,
                     pad_token_id=pad_id,
+                    use_cache=True,
                     **sampling,
                 )
                 new_tokens = output[:, input_ids.shape[1] :].tolist()
                 for row, tokens in enumerate(new_tokens):
                     cut = next((j for j, t in enumerate(tokens) if t in eos), len(tokens))
                     text = tokenizer.decode(tokens[:cut], skip_special_tokens=True)
-                    results[batch[row // config.num_samples]].append(text)
+                    results[batch[row // repeats]].append(text)
                 bar.update(len(batch))
     finally:
         model.train(was_training)

@@ -20,18 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from comol.errors import ConfigError
+from orchestration.evaluation.math_datasets import BY_KEY, MATH_DATASETS
 
-# Dataset key (CLI, metric names) → test file name in the LLM-Adapters layout.
-MATH_FILES: dict[str, str] = {
-    "addsub": "AddSub.test.json",
-    "aqua": "AQuA.test.json",
-    "gsm8k": "gsm8k.test.json",
-    "multiarith": "MultiArith.test.json",
-    "singleeq": "SingleEq.test.json",
-    "svamp": "SVAMP.test.json",
-}
-MATH_DATASETS: tuple[str, ...] = tuple(MATH_FILES)
-LETTER_DATASETS = frozenset({"aqua"})
+MATH_FILES: dict[str, str] = {key: dataset.file for key, dataset in BY_KEY.items()}
+LETTER_DATASETS = frozenset(key for key, dataset in BY_KEY.items() if dataset.answer == "letter")
 TOLERANCE = 0.001
 
 _NUMBER = re.compile(r"-?\d+\.?\d*")
@@ -41,7 +33,7 @@ _LETTER = re.compile(r"A|B|C|D|E")
 def check_dataset(name: str) -> str:
     """The canonical (lower-case) dataset key; ConfigError naming the allowed ones otherwise."""
     key = name.lower()
-    if key not in MATH_FILES:
+    if key not in BY_KEY:
         raise ConfigError("dataset", f"unknown math dataset {name!r}", allowed=MATH_DATASETS)
     return key
 

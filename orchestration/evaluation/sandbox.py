@@ -1,23 +1,28 @@
 """Run untrusted generated code in a confined process, with a verdict it cannot forge.
 
 Threat model. The program (a model's completion) is hostile: it may loop forever, fork-bomb, allocate
-without bound, fill the disk, read secrets (environment, files, other processes), open network connections,
-signal or trace the evaluator, delete or rewrite files, or try to fake a pass (print "passed", exit 0 early,
-``os._exit(0)``, atexit hooks, objects whose ``__eq__`` is always true, monkey-patching the test's builtins).
+without bound, fill the disk, read secrets (environment, files, other processes, the kernel keys the evaluator
+holds), open network connections, signal or trace the evaluator, delete or rewrite files, reply with values
+built to be slow to decode, or try to fake a pass (print "passed", exit 0 early, ``os._exit(0)``, atexit
+hooks, objects whose ``__eq__`` is always true, monkey-patching the test's builtins).
 The test code (HumanEval's ``check``) and the problem prompt are trusted: they come from the dataset.
 
 Design. The program runs in its own process (``_harness.py``, started with ``python -I -S -B``: no
 site-packages, no environment influence). The trusted test runs *here*, in the evaluator's process, and
 calls the program's function through a proxy; arguments and results cross a pipe as tagged plain data
-(ints, floats, strings, bytes, lists, tuples, dicts, sets; never pickle, never objects). So the verdict is
-decided outside the untrusted process: it is "passed" only if ``check(candidate)`` returned here. Nothing the
-program prints, no exit code, no atexit hook and no patched builtin can reach that decision; an object with
-a rigged ``__eq__`` cannot even be sent. What the program does control is the values its function returns,
-which is exactly what the test judges.
+(ints, floats, strings, bytes, lists, tuples, dicts, sets, and iterators, ranges and dict views as the check
+would iterate them; never pickle, never objects). So the verdict is decided outside the untrusted process: it
+is "passed" only if ``check(candidate)`` returned here. Nothing the program prints, no exit code, no atexit
+hook and no patched builtin can reach that decision; an object with a rigged ``__eq__`` cannot even be sent.
+What the program does control is the values its function returns, which is exactly what the test judges. A
+reply is bounded in bytes, items and depth, and decoded within the deadline.
 
 Layers, as root (the case here; each is reported in ``Verdict.layers``):
 - a throw-away uid/gid (random, ≥ 2**20, no supplementary groups, ``no_new_privs``): the program cannot
   signal, trace or read the evaluator (a different uid), nor write root-owned files;
+- a fresh, empty session keyring (joined before the uid changes), and a seccomp filter failing add_key,
+  request_key and keyctl: the keys the evaluator holds are neither readable nor removable (possession of a
+  session keyring, not the uid, is what grants access to its keys);
 - new network namespace (only a down loopback: no connection anywhere) plus a Python audit hook refusing
   every ``socket.*`` event as a second layer;
 - new mount namespace: private 16 MiB tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock (the only world-writable
@@ -33,12 +38,15 @@ Layers, as root (the case here; each is reported in ``Verdict.layers``):
 - an empty environment (PATH, HOME and LANG only, nothing inherited).
 
 Fallback. Without root the harness cannot change uid or build these namespaces; it can still apply the
-rlimits, the audit hook and, where user namespaces are allowed, a network namespace. Such a sandbox can
-signal the evaluator and write the user's files, so it is refused (``IsolationError``) unless the caller
-passes ``SandboxLimits(allow_weak_isolation=True)``. Running the program as root is never allowed.
+rlimits, the fresh keyring, the seccomp filter, the audit hook and, where user namespaces are allowed, a
+network namespace. Such a sandbox can signal the evaluator and write the user's files, so it is refused
+(``IsolationError``) unless the caller passes ``SandboxLimits(allow_weak_isolation=True)``. Running the
+program as root is never allowed.
 
 Not covered: kernel exploits, CPU-cache side channels, reading world-readable files (the source tree, the
-datasets), and load on the shared CPUs within the limits.
+datasets), load on the shared CPUs within the limits, and the time the trusted check itself spends on a
+decoded reply (a check that builds its own set from hash-colliding values returned to it); an iterator
+is read to its end in the sandbox, so a check that takes only the first items of an endless one fails here.
 """
 
 from __future__ import annotations
@@ -58,16 +66,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestration.evaluation._harness import decode, encode
+from orchestration.evaluation._harness import MAX_ITEMS, decode, encode
 
 HARNESS = str(Path(__file__).with_name("_harness.py"))
-STRONG_LAYERS = ("rlimits", "uid", "netns", "mountns", "pidns", "audit-hook")
+STRONG_LAYERS = ("rlimits", "keyring", "uid", "netns", "mountns", "pidns", "seccomp", "audit-hook")
 UID_RANGE = (1 << 20, (1 << 31) - 2)
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Limits for one sandboxed program. ``timeout_s`` is wall-clock, from start to the last reply."""
+    """Limits for one sandboxed program. ``timeout_s`` is wall-clock, from start to the last reply decoded;
+    a reply holds at most ``max_reply_bytes`` and ``max_reply_items`` values (nested at most 200 deep)."""
 
     timeout_s: float = 10.0
     cpu_s: int = 10
@@ -76,6 +85,7 @@ class SandboxLimits:
     max_file_bytes: int = 16 << 20
     max_open_files: int = 64
     max_reply_bytes: int = 16 << 20
+    max_reply_items: int = MAX_ITEMS
     allow_weak_isolation: bool = False
 
 
@@ -192,7 +202,7 @@ class Sandbox:
         config = {
             "program": self.program,
             "uid": self.uid,
-            "limits": {k: v for k, v in asdict(limits).items() if k not in ("timeout_s", "max_reply_bytes")},
+            "limits": {k: v for k, v in asdict(limits).items() if not k.startswith(("timeout", "max_reply"))},
             "required_layers": required,
         }
         self._send(config)
@@ -242,7 +252,12 @@ class Sandbox:
         reply = self._receive()
         if set(reply) == {"ok"}:
             try:
-                return decode(reply["ok"])
+                return decode(reply["ok"], max_items=self.limits.max_reply_items, deadline=self._deadline)
+            except TimeoutError:
+                self._dead = True
+                raise SandboxTimeout(
+                    f"wall-clock limit of {self.limits.timeout_s:g}s reached decoding a reply"
+                ) from None
             except (ValueError, TypeError, RecursionError) as err:
                 self._dead = True
                 raise SandboxAbort(f"undecodable reply: {err}") from None

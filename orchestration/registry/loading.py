@@ -17,7 +17,7 @@ import torch
 from comol import load_adapter, read_adapter_config
 from comol.errors import ConfigError
 from orchestration.data.prompts import recorded_template
-from orchestration.report.runs import make_client
+from orchestration.tracking.store import open_store
 
 # name or path → (model, tokenizer)
 Loader = Callable[[str], tuple[torch.nn.Module, Any]]
@@ -53,7 +53,7 @@ def download_adapter(model_uri: str, directory: str, tracking_uri: str | None = 
     """
     from mlflow.exceptions import MlflowException
 
-    client = make_client(tracking_uri)
+    client = open_store(tracking_uri)
     try:
         if model_uri.startswith("models:/"):
             name, alias, number = _parse_models_uri(model_uri)

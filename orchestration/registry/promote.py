@@ -11,17 +11,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from comol.errors import ConfigError
-from orchestration.report.aggregate import config_params, unique_labels
-from orchestration.report.runs import SweepRecord, TrialRun, load_sweep, logged_metric_name, make_client
+from comol.persistence import CONFIG_NAME
 from orchestration.tracking import schema
+from orchestration.tracking.labels import configuration_labels
+from orchestration.tracking.reader import SweepRecord, TrialRun, load_sweep, logged_metric_name
+from orchestration.tracking.seeds import format_mean_std, seed_mean_std
+from orchestration.tracking.store import open_store
 
 DEFAULT_ALIAS = "champion"
 PREVIOUS_ALIAS = "previous"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 # Tags on the registered model version.
 TAG_SWEEP = "comol.sweep"
@@ -94,13 +95,11 @@ def choose(record: SweepRecord, metric: str, mode: str = "max") -> Choice:
     by_config: dict[str, list[TrialRun]] = {}
     for trial in having:
         by_config.setdefault(trial.config_id, []).append(trial)
+    stats = {c: seed_mean_std(t.metrics[metric] for t in ts) for c, ts in by_config.items()}
     frame = pd.DataFrame(
         {
-            "mean": {c: float(np.mean([t.metrics[metric] for t in ts])) for c, ts in by_config.items()},
-            "std": {
-                c: float(np.std([t.metrics[metric] for t in ts], ddof=1)) if len(ts) > 1 else math.nan
-                for c, ts in by_config.items()
-            },
+            "mean": {c: mean for c, (mean, _) in stats.items()},
+            "std": {c: std for c, (_, std) in stats.items()},
             "seeds": {c: len(ts) for c, ts in by_config.items()},
         }
     )
@@ -109,11 +108,7 @@ def choose(record: SweepRecord, metric: str, mode: str = "max") -> Choice:
     frame = frame.rename_axis("config_id").reset_index()
     frame = frame.sort_values(["order", "std_order", "config_id"]).set_index("config_id")
     best = frame.index[0]
-    trial_frame = pd.DataFrame(
-        [{"config_id": t.config_id, "method": t.method, "params": t.params} for t in record.trials]
-    )
-    methods = {t.config_id: t.method for t in record.trials}
-    labels = unique_labels(methods, config_params(trial_frame))
+    labels = configuration_labels((t.config_id, t.method, t.params) for t in record.trials)
     frame["label"] = [labels[c] for c in frame.index]
     run, value = median_run(by_config[best], metric)
     row = frame.loc[best]
@@ -131,7 +126,7 @@ def choose(record: SweepRecord, metric: str, mode: str = "max") -> Choice:
 
 def _has_adapter(client, run: TrialRun) -> bool:
     names = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run.run_id, schema.ADAPTER_ARTIFACT)}
-    return ADAPTER_CONFIG_FILE in names
+    return CONFIG_NAME in names
 
 
 def _version_tags(record: SweepRecord, choice: Choice, metric: str) -> dict[str, str]:
@@ -181,14 +176,14 @@ def promote(
         raise ConfigError("model-name", "must be a non-empty registered model name")
     if not alias or alias == PREVIOUS_ALIAS or alias.endswith(f"-{PREVIOUS_ALIAS}") or alias.lower() == "latest":
         raise ConfigError("alias", f"{alias!r} cannot be promoted to: it is reserved")
-    client = make_client(tracking_uri)
+    client = open_store(tracking_uri)
     record = load_sweep(client, sweep)
     choice = choose(record, metric, mode)
     if not _has_adapter(client, choice.run):
         raise ConfigError(
             "adapter",
             f"run {choice.run.run_id} (config {choice.config_id}, seed {choice.run.seed}) has no "
-            f"{schema.ADAPTER_ARTIFACT}/{ADAPTER_CONFIG_FILE} artifact to register",
+            f"{schema.ADAPTER_ARTIFACT}/{CONFIG_NAME} artifact to register",
         )
     former = _alias_holder(client, model_name, alias)
     if former is not None and former.run_id == choice.run.run_id:
@@ -207,7 +202,7 @@ def promote(
         run_id=choice.run.run_id,
         tags=_version_tags(record, choice, metric),
         description=(
-            f"{choice.label} from sweep {sweep}: {metric} {choice.mean:.4f} ± {choice.std:.4f} "
+            f"{choice.label} from sweep {sweep}: {metric} {format_mean_std(choice.mean, choice.std)} "
             f"(mean ± sample std over {choice.seeds} seeds); adapter of the median seed {choice.run.seed}."
         ),
     )

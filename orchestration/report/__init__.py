@@ -12,8 +12,9 @@ from pathlib import Path
 from orchestration.report.build import Report, build_report
 from orchestration.report.plots import make_plots
 from orchestration.report.render import csv_frame, latex, markdown
-from orchestration.report.runs import SweepRecord, load_sweep, make_client
 from orchestration.tracking import schema
+from orchestration.tracking.reader import SweepRecord, load_sweep
+from orchestration.tracking.store import open_store
 
 FILES = {"markdown": "report.md", "csv": "report.csv", "latex": "report.tex"}
 
@@ -53,7 +54,7 @@ def run_report(
     Everything that can fail on bad input (unknown sweep, no finished runs, no metrics, unknown
     reference) fails before anything is logged.
     """
-    client = make_client(tracking_uri)
+    client = open_store(tracking_uri)
     record: SweepRecord = load_sweep(client, sweep)
     report = build_report(record, reference)
     output = write_report(report, Path(out) if out else Path("outputs") / "reports" / _safe(sweep))
@@ -70,4 +71,4 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-__all__ = ["Report", "ReportOutput", "build_report", "load_sweep", "make_client", "run_report", "write_report"]
+__all__ = ["Report", "ReportOutput", "build_report", "load_sweep", "run_report", "write_report"]

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestration.report.build import MIN_SEEDS, Report
-from orchestration.report.significance import ALPHA, CONFIDENCE
+from orchestration.report.significance import ALPHA, CONFIDENCE, INTERVAL, MAX_SEEDS, POWER
 
 DAGGER = "†"
 TEX_DAGGER = r"$^\dagger$"
@@ -35,11 +35,12 @@ def caption(report: Report) -> str:
     ref = report.table.at[report.reference, "label"] if report.reference else None
     text = (
         f"Sweep {report.sweep}: mean ± sample standard deviation (ddof = 1) over seeds ({unit}). "
-        f"Bold: best, underlined: second best per column. {DAGGER}: significantly below the column's best "
-        f"(Welch's t-test over seeds, p < {ALPHA}). Params: trainable adapter parameters."
+        f"Bold: best, underlined: second best per column. {DAGGER}: below the column's best with Holm-adjusted "
+        f"p < {ALPHA} (Welch's t-test over seeds; Holm over every pair of rows in the column, because the best "
+        "is picked post hoc from the same seeds). Params: trainable adapter parameters."
     )
     if ref:
-        text += f" Reference for the significance table: {ref}."
+        text += f" Reference for the significance tables: {ref}."
     return text
 
 
@@ -74,9 +75,19 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _seeds(row: pd.Series, prefix: str) -> str:
+    """Seeds a side that would detect the observed Δ, or why that cannot be said."""
+    seeds, note = row[f"{prefix} seeds_needed"], row[f"{prefix} note"]
+    if not pd.isna(seeds):
+        return f"{int(seeds)}"
+    if pd.isna(row[f"{prefix} p"]):
+        return "–"  # no test at all: the row's note says why
+    return "none (Δ = 0)" if note == "no difference observed" else f"> {MAX_SEEDS}"
+
+
 def _diff(report: Report, prefix: str, row: pd.Series) -> list[str]:
     if pd.isna(row[f"{prefix} diff"]):
-        return ["–", "–", "–"]
+        return ["–"] * 6
     s = report.scale
     mark = f" {DAGGER}" if row[f"{prefix} significant"] else ""
     ci = (
@@ -84,29 +95,87 @@ def _diff(report: Report, prefix: str, row: pd.Series) -> list[str]:
         if pd.isna(row[f"{prefix} ci_low"])
         else f"[{row[f'{prefix} ci_low'] * s:+.1f}, {row[f'{prefix} ci_high'] * s:+.1f}]"
     )
-    return [f"{row[f'{prefix} diff'] * s:+.1f}", _p(row[f"{prefix} p"]) + mark, ci]
+    detectable = row[f"{prefix} detectable"]
+    return [
+        f"{row[f'{prefix} diff'] * s:+.1f}",
+        ci,
+        _p(row[f"{prefix} p"]),
+        _p(row[f"{prefix} p_holm"]) + mark,
+        "–" if pd.isna(detectable) else f"{detectable * s:.1f}",
+        _seeds(row, prefix),
+    ]
 
 
-def significance_headers(report: Report) -> list[str]:
-    ci = f"{CONFIDENCE:.0%} CI"
-    ref = report.table.at[report.reference, "label"] if report.reference else report.reference_name
-    return ["Configuration", f"{report.headline.title}", "Δ vs best", "p (Welch)", ci, f"Δ vs {ref}", "p (Welch)", ci]
+# The two comparisons every report makes, each its own table: (significance column prefix, title).
+COMPARISONS = (("vs best", "Significance vs best"), ("vs reference", "Significance vs reference"))
 
 
-def significance_rows(report: Report) -> list[list[str]]:
+def _comparisons(report: Report) -> list[tuple[str, str]]:
+    """The comparisons this report has: against the best always, against a reference when there is one."""
+    return [(p, t) for p, t in COMPARISONS if p == "vs best" or report.reference is not None]
+
+
+def _target(report: Report, prefix: str) -> str:
+    if prefix == "vs best":
+        return report.table.at[report.best, "label"]
+    return report.table.at[report.reference, "label"] if report.reference else report.reference_name
+
+
+def significance_headers(report: Report, prefix: str) -> list[str]:
+    return [
+        "Configuration",
+        f"{report.headline.title}",
+        f"Δ vs {_target(report, prefix)}",
+        f"{CONFIDENCE:.0%} CI ({INTERVAL})",
+        "p (Welch)",
+        "p (Holm)",
+        f"detectable Δ ({POWER:.0%} power)",
+        "seeds a side for Δ",
+    ]
+
+
+def significance_rows(report: Report, prefix: str) -> list[list[str]]:
     rows = []
     for cid, row in report.significance.iterrows():
         text, _ = _cell_text(report, cid, report.headline.metric)
-        rows.append([_label(report, cid), text, *_diff(report, "vs best", row), *_diff(report, "vs reference", row)])
+        rows.append([_label(report, cid), text, *_diff(report, prefix, row)])
     return rows
 
 
-def significance_caption(report: Report) -> str:
+def significance_notes(report: Report, prefix: str) -> list[str]:
+    """Why a row has no test (too few seeds, no spread): said once in words under the table."""
+    notes = []
+    for cid, row in report.significance.iterrows():
+        if not pd.isna(row[f"{prefix} diff"]) and pd.isna(row[f"{prefix} p"]) and row[f"{prefix} note"]:
+            notes.append(f"{_label(report, cid)} {prefix} {_target(report, prefix)}: {row[f'{prefix} note']}")
+    return notes
+
+
+def significance_caption(report: Report, prefix: str) -> str:
+    family = report.significance.attrs.get("family", {}).get(prefix, 0)
+    metric = report.headline.title
+    if prefix == "vs best":
+        who = (
+            f"{metric} of each configuration against the best row, {_target(report, prefix)}, picked post hoc as "
+            "the highest seed mean of these same runs."
+        )
+        holm = f"Holm over all {family} testable pairs of rows, the family that covers picking the best afterwards"
+    else:
+        who = f"{metric} of each configuration against the reference, {_target(report, prefix)}"
+        if len(report.reference_candidates) > 1:
+            who += f", picked post hoc as the best of {len(report.reference_candidates)} {report.reference_name} rows."
+            holm = f"Holm over all {family} testable pairs with one of those rows, which covers that pick"
+        else:
+            who += ", named in advance."
+            holm = f"Holm over its {family} testable comparisons"
     return (
-        f"{report.headline.title} of each configuration against the best ({report.table.at[report.best, 'label']}) "
-        f"and the reference: mean difference, Welch's t-test p-value ({DAGGER}: p < {ALPHA}) and a percentile "
-        f"bootstrap interval ({CONFIDENCE:.0%} CI) of the mean difference, resampling seeds. With three seeds per "
-        "side both are coarse."
+        f"{who} Δ: difference of seed means. {CONFIDENCE:.0%} CI: Welch's t-interval of Δ "
+        f"(Welch–Satterthwaite degrees of freedom); it excludes 0 exactly when p (Welch's t-test, unadjusted) "
+        f"< {ALPHA}. p (Holm): {holm}; {DAGGER}: p (Holm) < {ALPHA}. Detectable Δ: the smallest difference "
+        f"this test finds with {POWER:.0%} power at the observed spread and these seed counts (two-sided "
+        f"α = {ALPHA}, noncentral t); seeds a side for Δ: how many seeds per configuration would find the "
+        f"observed Δ with {POWER:.0%} power. Spreads from a few seeds are rough, so the last two are planning "
+        "figures, not evidence."
     )
 
 
@@ -131,12 +200,15 @@ def rich_tables(report: Report) -> Group:
                 cell.append(DAGGER)
             cells.append(cell)
         table.add_row(escape(_label(report, cid)), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid))
-    sig = Table(title="Significance", caption=escape(significance_caption(report)), caption_justify="left")
-    for i, header in enumerate(significance_headers(report)):
-        sig.add_column(escape(header), justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in significance_rows(report):
-        sig.add_row(*(escape(c) for c in row))
-    parts: list = [table, sig]
+    parts: list = [table]
+    for prefix, title in _comparisons(report):
+        sig = Table(title=title, caption=escape(significance_caption(report, prefix)), caption_justify="left")
+        for i, header in enumerate(significance_headers(report, prefix)):
+            sig.add_column(escape(header), justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in significance_rows(report, prefix):
+            sig.add_row(*(escape(c) for c in row))
+        parts.append(sig)
+        parts += [Text(f"note: {n}", style="dim") for n in significance_notes(report, prefix)]
     for warning in report.warnings:
         parts.append(Text(f"{WARN} WARNING: {warning}", style="bold yellow"))
     for note in report.notes:
@@ -174,9 +246,13 @@ def markdown(report: Report, plots: list[str] | None = None) -> str:
             text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
             cells.append(text + (DAGGER if "dagger" in marks else ""))
         lines.append(_md_row([_label(report, cid), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid)]))
-    lines += ["", f"**Table 2.** {significance_caption(report)}", "", _md_row(significance_headers(report))]
-    lines.append("| " + " | ".join([":--"] + ["--:"] * 7) + " |")
-    lines += [_md_row(row) for row in significance_rows(report)]
+    for number, (prefix, _) in enumerate(_comparisons(report), start=2):
+        headers = significance_headers(report, prefix)
+        lines += ["", f"**Table {number}.** {significance_caption(report, prefix)}", "", _md_row(headers)]
+        lines.append("| " + " | ".join([":--"] + ["--:"] * (len(headers) - 1)) + " |")
+        lines += [_md_row(row) for row in significance_rows(report, prefix)]
+        notes = significance_notes(report, prefix)
+        lines += ["", *(f"- note: {n}" for n in notes)] if notes else []
     if report.notes:
         lines += ["", *(f"- note: {n}" for n in report.notes)]
     if plots:
@@ -199,10 +275,30 @@ def csv_frame(report: Report) -> pd.DataFrame:
     out["params"] = report.table["params"]
     out["adapter_flops_per_token"] = report.table["flops_per_token"]
     out["train_s mean"] = report.table["train_s"]
-    for prefix in ("vs best", "vs reference"):
-        for what in ("diff", "p", "ci_low", "ci_high", "significant"):
-            out[f"{report.headline.title} {prefix} {what}"] = report.significance[f"{prefix} {what}"]
+    for prefix, _ in COMPARISONS:
+        for field, name in csv_significance_columns().items():
+            values = report.significance[f"{prefix} {field}"]
+            if field == "seeds_needed":  # a count, empty where it cannot be said (the note says why)
+                values = pd.to_numeric(values).astype("Int64")
+            out[f"{report.headline.title} {prefix} {name}"] = values
     return out
+
+
+def csv_significance_columns() -> dict[str, str]:
+    """Significance field → the CSV column's name, which says what the number is."""
+    ci = f"{CONFIDENCE:.0%} CI ({INTERVAL})"
+    return {
+        "diff": "diff",
+        "ci_low": f"{ci} low",
+        "ci_high": f"{ci} high",
+        "df": "df (Welch-Satterthwaite)",
+        "p": "p (Welch)",
+        "p_holm": "p (Holm)",
+        "significant": f"significant (Holm p < {ALPHA})",
+        "detectable": f"detectable diff ({POWER:.0%} power)",
+        "seeds_needed": f"seeds a side to detect diff ({POWER:.0%} power)",
+        "note": "note",
+    }
 
 
 # --- LaTeX ------------------------------------------------------------------------------------------
@@ -219,6 +315,8 @@ _TEX_SPECIAL = {
     "\\": r"\textbackslash{}",
     "<": "$<$",
     ">": "$>$",
+    "Δ": r"$\Delta$",
+    "α": r"$\alpha$",
 }
 
 
@@ -227,7 +325,7 @@ def tex_escape(text: str) -> str:
 
 
 def latex(report: Report) -> str:
-    """A booktabs table like the paper's (benchmarks, Avg., Params), then the significance table."""
+    """A booktabs table like the paper's (benchmarks, Avg., Params), then the significance tables."""
     titles = [tex_escape(c.title if c.title != "Average" else "Avg.") for c in report.columns]
     spec = "l" + "c" * (len(titles) + 1)
     note = caption(report).replace(DAGGER, r"$^\dagger$").replace("±", r"$\pm$")
@@ -255,25 +353,27 @@ def latex(report: Report) -> str:
         lines.append(
             " & ".join([tex_escape(_label(report, cid)), *cells, human(report.table.at[cid, "params"])]) + r" \\"
         )
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    headers = [tex_escape(h).replace("Δ", r"$\Delta$") for h in significance_headers(report)]
-    sig_caption = tex_escape_keep(significance_caption(report).replace(DAGGER, TEX_DAGGER))
-    lines += [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        rf"\caption{{{sig_caption}}}",
-        r"\begin{tabular}{l" + "r" * 7 + "}",
-        r"\toprule",
-        " & ".join(headers) + r" \\",
-        r"\midrule",
-    ]
-    for row in significance_rows(report):
-        cells = [tex_escape(row[0])] + [
-            tex_escape(c).replace(DAGGER, r"$^\dagger$").replace("±", r"$\pm$") for c in row[1:]
-        ]
-        lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    for prefix, _ in _comparisons(report):
+        headers = [tex_escape(h) for h in significance_headers(report, prefix)]
+        sig_caption = tex_escape_keep(significance_caption(report, prefix).replace(DAGGER, TEX_DAGGER))
+        lines += [
+            "",
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            rf"\caption{{{sig_caption}}}",
+            r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
+            r"\toprule",
+            " & ".join(headers) + r" \\",
+            r"\midrule",
+        ]
+        for row in significance_rows(report, prefix):
+            cells = [tex_escape(row[0])] + [
+                tex_escape(c).replace(DAGGER, r"$^\dagger$").replace("±", r"$\pm$") for c in row[1:]
+            ]
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 

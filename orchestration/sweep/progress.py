@@ -6,34 +6,31 @@ a ``ray job submit``; the live bar is shown only on a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ray import tune
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestration.sweep.space import TrialPlan
+from orchestration.sweep.space import TrialPlan, label_params
 from orchestration.sweep.trainable import METRIC_CACHED, SweepContext
+from orchestration.tracking import schema
+from orchestration.tracking.labels import base_label
 from orchestration.tracking.writer import TrialRecorder
 
 
-def describe(plan: TrialPlan) -> str:
-    """A short human label: ``comol r=8 N=4 CR lr=1e-3 seed=1``."""
-    adapter, training = plan.train["adapter"], plan.train["training"]
-    parts = [plan.method, f"r={adapter.get('r')}"]
-    if "num_experts" in adapter:
-        parts.append(f"N={adapter['num_experts']}")
-    if "core_routing" in adapter:
-        parts.append("CR" if adapter["core_routing"] else "w/o CR")
-    if adapter.get("alpha") != adapter.get("r"):
-        parts.append(f"α={adapter.get('alpha'):g}")
-    parts += [f"lr={training['lr']:.2g}", f"seed={plan.seed}"]
-    return " ".join(parts)
+def describe(plan: TrialPlan, shown: Sequence[str] = ()) -> str:
+    """A trial in one line: its configuration's label (plus the ``shown`` params, e.g. the swept ones) and seed,
+    ``CoMoL r=8 N=4 lr=0.001 seed=1``."""
+    params = schema.flatten(plan.train.model_dump(mode="json"))
+    return f"{base_label(plan.method, params, shown)} seed={plan.seed}"
 
 
 class SweepProgress(tune.Callback):
     def __init__(self, context: SweepContext, total: int, already_done: int, metric: str, console: Console):
         self.context = context
+        self.shown = label_params(context.spec)
         self.metric = metric
         self.console = console
         self.completed = already_done
@@ -80,7 +77,7 @@ class SweepProgress(tune.Callback):
             return
         self._started.add(trial.trial_id)
         plan = self._plan(trial)
-        self.console.print(f"[cyan]▶ start[/]  {describe(plan)}  [dim]({plan.key})[/]")
+        self.console.print(f"[cyan]▶ start[/]  {describe(plan, self.shown)}  [dim]({plan.key})[/]")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         plan = self._plan(trial)
@@ -95,14 +92,14 @@ class SweepProgress(tune.Callback):
             note = "[yellow]stopped early (ASHA)[/]"
         value = result.get(self.metric)
         shown = f"{self.metric}={value:.4g}" if isinstance(value, (int, float)) else ""
-        self.console.print(f"[green]✔ done[/]   {describe(plan)}  {shown} {note}")
+        self.console.print(f"[green]✔ done[/]   {describe(plan, self.shown)}  {shown} {note}")
         self._advance()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         plan = self._plan(trial)
         self.failed += 1
         error = getattr(trial, "error_file", None) or ""
-        self.console.print(f"[red]✘ failed[/] {describe(plan)}  [dim]{error}[/]")
+        self.console.print(f"[red]✘ failed[/] {describe(plan, self.shown)}  [dim]{error}[/]")
         self._advance()
 
     def _mark_pruned(self, plan: TrialPlan) -> None:

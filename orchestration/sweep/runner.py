@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,11 @@ from orchestration.ray_session import RaySession, connect_ray
 from orchestration.sweep.space import SweepPlan, TrialPlan, plan
 from orchestration.sweep.spec import SweepSpec, load_spec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import SweepTracker, metric_key
+from orchestration.tracking.labels import configuration_labels
+from orchestration.tracking.schema import metric_key
+from orchestration.tracking.seeds import format_mean_std, seed_mean_std
+from orchestration.tracking.store import default_tracking_uri, resolve_tracking_uri
+from orchestration.tracking.writer import SweepTracker
 
 TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
 # Ray storage (Tune and Train storage_path) for a cluster: s3://bucket (or a folder every node mounts).
@@ -57,15 +60,9 @@ class SweepResult:
         return self.finished >= self.planned and self.failed == 0
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
 def resolve_tracking(spec: SweepSpec, override: str | None) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for a new experiment): CLI, then spec, then env, then local SQLite."""
-    uri = override or spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if not uri.startswith(("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")):
-        raise ConfigError("tracking.uri", f"{uri!r} is not a tracking URI")
+    """(tracking URI, artifact location for a new experiment): the URI as every command resolves it."""
+    uri = resolve_tracking_uri(override, spec.tracking.uri)
     artifacts = spec.tracking.artifact_location
     if artifacts is None and uri.startswith(("sqlite:///", "file:")):
         artifacts = str(Path.cwd().resolve() / "mlartifacts")
@@ -97,20 +94,21 @@ def prepare_spec(spec: SweepSpec, output_dir: str | None = None) -> tuple[SweepS
 
 
 # --- Ray ------------------------------------------------------------------------------------------
-def trial_demand(spec: SweepSpec) -> tuple[float, float]:
-    """(CPUs, GPUs) one trial's train workers hold; a smoke trial computes in its driver on one CPU."""
-    if spec.entry != TRIAL_MEMORY_ENTRY:
+def trial_demand(sweep_plan: SweepPlan) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial's train workers hold (as its validated config says; every trial of a sweep has the
+    same resources); a smoke trial computes in its driver on one CPU."""
+    if sweep_plan.spec.entry != TRIAL_MEMORY_ENTRY:
         return 1.0, 0.0
-    resources = spec.train.get("resources") or {}
-    workers = resources.get("num_workers", 1)
-    return workers * resources.get("cpus_per_worker", 1), workers * resources.get("gpus_per_worker", 0)
+    resources = sweep_plan.example.train.resources
+    return resources.num_workers * resources.cpus_per_worker, resources.num_workers * resources.gpus_per_worker
 
 
-def concurrency(spec: SweepSpec) -> int:
+def concurrency(sweep_plan: SweepPlan) -> int:
     """Trials at once: the spec's cap, else as many as the cluster's CPUs and GPUs fit."""
     import ray
 
-    cpus, gpus = trial_demand(spec)
+    spec = sweep_plan.spec
+    cpus, gpus = trial_demand(sweep_plan)
     available = ray.cluster_resources()
     fits = []
     if cpus > 0:
@@ -130,45 +128,25 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 # --- the sweep ------------------------------------------------------------------------------------
 def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per configuration from its FINISHED runs (of ``SweepTracker.finished``): the metric's seed
-    mean ± sample std, best first."""
+    """One row per configuration from its FINISHED runs (of ``SweepTracker.finished``): its label and the metric's
+    seed mean ± std, best first."""
     metric = metric_key(spec.metric)
     by_config: dict[str, list[Any]] = {}
     for (config_id, _seed), run in sorted(done.items()):
         if run.info.status == "FINISHED":
             by_config.setdefault(config_id, []).append(run)
+    names = configuration_labels(
+        (cid, run.data.tags.get(schema.METHOD, "?"), run.data.params) for cid, runs in by_config.items() for run in runs
+    )
     rows = []
     for config_id, runs in by_config.items():
-        values = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
-        params = runs[0].data.params
-        rows.append(
-            {
-                "config_id": config_id,
-                "method": runs[0].data.tags.get(schema.METHOD, "?"),
-                "rank": params.get(schema.PARAM_RANK, ""),
-                "experts": params.get(schema.PARAM_EXPERTS, ""),
-                "core_routing": params.get(schema.PARAM_CORE_ROUTING, ""),
-                "alpha": params.get(schema.PARAM_ALPHA, ""),
-                "lr": params.get("training.lr", ""),
-                "seeds": len(runs),
-                "mean": statistics.fmean(values) if values else math.nan,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "trainable": runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan),
-            }
-        )
+        mean, std = seed_mean_std(r.data.metrics[metric] for r in runs if metric in r.data.metrics)
+        trainable = runs[0].data.metrics.get(schema.METRIC_TRAINABLE, math.nan)
+        row = {"config_id": config_id, "label": names[config_id], "seeds": len(runs), "mean": mean, "std": std}
+        rows.append({**row, "trainable": trainable})
     sign = -1.0 if spec.mode == "max" else 1.0
     rows.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not math.isnan(r["mean"]) else 0.0))
     return rows
-
-
-def row_label(row: dict[str, Any]) -> str:
-    """``comol r=8 N=4 CR α=8.0 lr=0.002``: the configuration in one short string."""
-    parts = [row["method"], f"r={row['rank']}"]
-    if row["experts"]:
-        parts.append(f"N={row['experts']}")
-    if row["core_routing"]:
-        parts.append("CR" if row["core_routing"] == "True" else "w/o CR")
-    return " ".join([*parts, f"α={row['alpha']}", f"lr={row['lr']}"])
 
 
 def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
@@ -180,7 +158,8 @@ def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
     table.add_column("config_id")
     for r in rows:
         trainable = f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?"
-        table.add_row(row_label(r), str(r["seeds"]), f"{r['mean']:.4f} ± {r['std']:.4f}", trainable, r["config_id"])
+        score = format_mean_std(r["mean"], r["std"])
+        table.add_row(r["label"], str(r["seeds"]), score, trainable, r["config_id"])
     return table
 
 
@@ -236,16 +215,17 @@ def _open_record(
     return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state)
 
 
-def _tuner(spec: SweepSpec, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
+def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
     """The Tuner: a grid over the missing trial keys, or Repeater(Optuna) (+ ASHA) for the remaining budget."""
     from ray import tune
 
     from orchestration.sweep.search import asha_scheduler
     from orchestration.sweep.trainable import run_trial
 
+    spec = sweep_plan.spec
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
     common = dict(
-        max_concurrent_trials=concurrency(spec),
+        max_concurrent_trials=concurrency(sweep_plan),
         reuse_actors=True,  # a trial driver costs seconds of imports: keep it for the next trial
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
@@ -329,15 +309,12 @@ def run_sweep(
 
     failed = ran = 0
     if record.to_run:
-        # Per-step reports (for ASHA and progress) carry train/*, only the final one the sweep metric: Tune's
-        # strict check would reject the first. The searcher still sees the metric (Repeater reads the last).
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         if handle is None:
             handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
         try:
             context = SweepContext(
-                spec=spec.model_dump(mode="json"),
+                spec=spec,
                 uri=uri,
                 experiment_id=record.tracker.experiment_id,
                 parent_run_id=record.parent_run_id,
@@ -346,7 +323,7 @@ def run_sweep(
                 trials={t.key: t for t in record.remaining},
             )
             progress = SweepProgress(context, record.planned, record.already, metric_key(spec.metric), console)
-            tuner = _tuner(spec, record, context, progress, paths)
+            tuner = _tuner(sweep_plan, record, context, progress, paths)
             phase("tune_setup")
             try:
                 results = tuner.fit()

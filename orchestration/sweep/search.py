@@ -14,23 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.sweep.space import suggest_point
 from orchestration.sweep.spec import SweepSpec
-from orchestration.tracking.writer import metric_key
+from orchestration.tracking.schema import metric_key
 
 STUDY_FILE = "optuna.db"
 
 
 class DefineByRun:
-    """Optuna's define-by-run space as a picklable object (Tune pickles its searcher when it checkpoints)."""
+    """Optuna's define-by-run space as a picklable object (Tune pickles its searcher when it checkpoints); it
+    holds the validated spec, so a suggestion validates nothing."""
 
-    def __init__(self, spec: dict[str, Any]):
+    def __init__(self, spec: SweepSpec):
         self.spec = spec
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return suggest_point(SweepSpec.model_validate(self.spec), trial)
+        return suggest_point(self.spec, trial)
 
 
 @dataclass
@@ -39,6 +42,27 @@ class OptunaState:
     remaining: int  # configurations still to run (each runs every seed)
     told: int  # configurations Optuna already learned from
     requeued: int  # interrupted configurations enqueued again
+
+
+class SeedMeanRepeater(Repeater):
+    """Repeater whose searcher reads the sweep metric from each trial's last report only.
+
+    Tune holds every report to the metric its search algorithm declares (its strict metric check); a trial's
+    per-step reports (for ASHA and the progress display) do not carry the sweep metric, only its final one
+    does. So the Repeater declares none itself: its searcher still reads the metric, from the last result."""
+
+    @property
+    def metric(self) -> str | None:
+        return None
+
+
+class StepASHA(ASHAScheduler):
+    """ASHA that decides on the reports carrying its metric and skips the others (as ASHA itself does), without
+    Tune requiring the metric in every report (its strict metric check reads the scheduler's ``metric``)."""
+
+    @property
+    def metric(self) -> str | None:
+        return None
 
 
 class SeedMeanOptunaSearch(OptunaSearch):
@@ -70,7 +94,6 @@ def optuna_searcher(spec: SweepSpec, sweep_dir: Path) -> OptunaState:
     """Repeater(OptunaSearch) on the persisted study: each suggestion runs all seeds, TPE learns the mean."""
     import optuna
     from optuna.trial import TrialState
-    from ray.tune.search import Repeater
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, sweep_dir)
@@ -84,23 +107,21 @@ def optuna_searcher(spec: SweepSpec, sweep_dir: Path) -> OptunaState:
     # A fresh seed per resume: re-seeding the same way would replay the first suggestions again.
     sampler = optuna.samplers.TPESampler(seed=spec.search.optuna.sampler_seed + len(study.trials))
     searcher = SeedMeanOptunaSearch(
-        space=DefineByRun(spec.model_dump(mode="json")),
+        space=DefineByRun(spec),
         metric=metric_key(spec.metric),  # the name the trials report (MLflow's spelling)
         mode=spec.mode,
         sampler=sampler,
         study_name=spec.name,
         storage=study_storage(sweep_dir),
     )
-    return OptunaState(Repeater(searcher, repeat=len(spec.seeds), set_index=True), remaining, told, requeued)
+    return OptunaState(SeedMeanRepeater(searcher, repeat=len(spec.seeds), set_index=True), remaining, told, requeued)
 
 
 def asha_scheduler(spec: SweepSpec) -> Any | None:
     asha = spec.search.optuna.asha if spec.search.optuna else None
     if asha is None:
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
+    return StepASHA(
         time_attr=asha.time_attr,
         metric=asha.metric,
         mode=asha.mode,

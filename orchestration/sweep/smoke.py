@@ -74,12 +74,11 @@ def _generate(model: torch.nn.Module, vocab: int, path: Path) -> Path:
 def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
     from transformers.utils import logging as hf_logging
 
-    from comol import aux_loss, inject_adapter, save_adapter
+    from comol import after_backward, aux_loss, inject_adapter, save_adapter
     from orchestration.models import load_model
-    from orchestration.training.config import TrainConfig
 
     hf_logging.disable_progress_bar()
-    config = TrainConfig.from_dict(plan.train)
+    config = plan.train
     torch.manual_seed(config.training.seed)
     torch.set_num_threads(1)
     model = load_model(config.model)
@@ -102,6 +101,7 @@ def run_smoke_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         optimizer.zero_grad()
         loss.backward()
+        after_backward(model)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.training.max_grad_norm or float("inf"))
         optimizer.step()
         if step % config.logging.log_every == 0 or step == steps:

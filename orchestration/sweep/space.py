@@ -1,8 +1,9 @@
 """From a validated spec to concrete trials: the grid product, the Optuna space, and per-trial configs.
 
-Every trial config passes through the training engineer's ``TrainConfig`` (and so through the adapter
-library) here, in the driver, before Ray starts: a method × axis combination a method does not support,
-or a value a method rejects, fails with the spec field that caused it.
+Every trial config passes through ``TrainConfig`` (and so through the adapter library) here, in the driver,
+before Ray starts: a method × axis combination a method does not support, or a value a method rejects, fails
+with the spec field that caused it, spelled as the user wrote it. A trial then carries its validated, frozen
+``TrainConfig``: nothing downstream validates it again.
 """
 
 from __future__ import annotations
@@ -15,35 +16,27 @@ from typing import Any
 
 from comol.errors import ConfigError
 from comol.methods import get_method
-from orchestration.sweep.spec import AXES, FloatRange, SweepSpec
+from orchestration.sweep.axes import AXES, METHOD, MULTIPLIER, Axis
+from orchestration.sweep.spec import FloatRange, SweepSpec
 from orchestration.tracking import schema
+from orchestration.training.config import TrainConfig
 
-# Where each axis lands in the training config (orchestration.training.config.TrainConfig).
-AXIS_PATHS: dict[str, tuple[str, ...]] = {
-    "method": ("method",),
-    "rank": ("adapter", "r"),
-    "experts": ("adapter", "num_experts"),
-    "core_routing": ("adapter", "core_routing"),
-    "alpha": ("adapter", "alpha"),
-    "alpha_multiplier": ("adapter", "alpha"),
-    "lr": ("training", "lr"),
-}
 SEED_PATH = ("training", "seed")
 GENERATIONS_FILE = "generations.jsonl"
 # Set per trial by the sweep; not part of a configuration's identity.
-RUN_FIELDS = ("name", "run_name", "output_dir")  # (and evaluation.options.generations_path)
+RUN_FIELDS = ("name", "run_name", "output_dir")
 MAX_OPTUNA_COMBINATIONS = 4096
 
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """One (configuration, seed): the resolved training config and its deterministic identity."""
+    """One (configuration, seed): the validated training config and its deterministic identity."""
 
     config_id: str
     seed: int
     method: str
-    point: dict[str, Any]
-    train: dict[str, Any]
+    point: dict[str, Any]  # the axis values that made this configuration, by axis name
+    train: TrainConfig
     run_name: str
 
     @property
@@ -54,8 +47,10 @@ class TrialPlan:
 @dataclass
 class SweepPlan:
     spec: SweepSpec
+    example: TrialPlan  # the first trial resolved: what every trial shares (resources, model, entry)
     trials: list[TrialPlan] = field(default_factory=list)  # grid: every (configuration, seed)
     configurations: int = 0
+    corners: list[TrialPlan] = field(default_factory=list)  # Optuna: every corner checked (first seed)
 
     @property
     def kind(self) -> str:
@@ -74,133 +69,146 @@ def _set(config: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _method_fields(method: str, where: str) -> set[str]:
+def method_settings(method: str, where: str) -> dict[str, Any]:
+    """The method's settings (by name); an unknown method is an error of the spec field that named it."""
     try:
-        return set(get_method(method).config_cls.field_help())
+        return get_method(method).config_cls.settings()
     except ConfigError as err:
         raise ConfigError(where, f"unknown method {method!r}", allowed=err.allowed) from None
 
 
-def _resolved(train_config: Any) -> dict[str, Any]:
-    """The validated config as plain data, with the adapter fully spelled out (defaults included).
-
-    Spelling defaults out makes identical configurations hash identically however they were written.
-    """
-    data = train_config.model_dump(mode="json")
-    adapter = train_config.adapter_config().to_dict()
-    for key in ("method", "base_model_name_or_path"):
-        adapter.pop(key, None)
-    data["adapter"] = adapter
-    return data
+def takes(axis: Axis, settings: Mapping[str, Any]) -> bool:
+    """Whether a method with these settings has the axis (method-independent axes: always)."""
+    return axis.setting is None or axis.setting in settings
 
 
-def validate_train(config: dict[str, Any], prefix: str = "train") -> Any:
-    """``TrainConfig.from_dict`` with the error's field prefixed by where it sits in the spec."""
-    from orchestration.training.config import TrainConfig
+# --- resolving one trial, step by step -------------------------------------------------------------
+def _check_base_adapter(base: Mapping[str, Any], method: str, settings: Mapping[str, Any], method_where: str) -> None:
+    """The base config's adapter settings must all belong to the trial's method."""
+    adapter = base.get("adapter")
+    for key in adapter if isinstance(adapter, dict) else {}:
+        if key not in settings:
+            raise ConfigError(
+                f"train.adapter.{key}",
+                f"is not a setting of method {method!r} (chosen by {method_where}); set it in the search "
+                "for the methods that have it instead of in the base config",
+                allowed=sorted(settings),
+            )
 
+
+def _apply_variant_adapter(
+    config: dict[str, Any],
+    extra: Mapping[str, Any],
+    point: Mapping[str, Any],
+    method: str,
+    settings: Mapping,
+    where: str,
+) -> None:
+    """A variant's ``adapter:`` mapping: settings of its method that its axes do not set already."""
+    for key, value in extra.items():
+        if key not in settings:
+            raise ConfigError(f"{where}.{key}", f"is not a setting of method {method!r}", allowed=sorted(settings))
+        if key in point:
+            raise ConfigError(f"{where}.{key}", "is also set as an axis of this variant: set it in one place")
+        _set(config, ("adapter", key), value)
+
+
+def _apply_axes(
+    config: dict[str, Any], point: Mapping[str, Any], method: str, settings: Mapping, where: Mapping[str, str]
+) -> None:
+    """Each axis value where it lands in the training config (alpha_multiplier: alpha = m × r)."""
+    for name, value in point.items():
+        axis = AXES.get(name)
+        if axis is None:
+            continue
+        if not takes(axis, settings):
+            supported = [a for a in AXES if takes(AXES[a], settings)]
+            raise ConfigError(where[name], f"is not a setting of method {method!r}", allowed=supported)
+        if name == MULTIPLIER:
+            rank = point.get("r", (config.get("adapter") or {}).get("r"))
+            value = float(value) * (get_method(method).config_cls().r if rank is None else rank)
+        _set(config, axis.path, value)
+
+
+def _validated(config: dict[str, Any], point: Mapping[str, Any], where: Mapping[str, str]) -> TrainConfig:
+    """``TrainConfig.from_dict``; a bad value that came from the spec's search is named by its spec field."""
     try:
         return TrainConfig.from_dict(config)
     except ConfigError as err:
-        text = str(err).removeprefix(f"{err.field}: ")
-        if err.allowed is not None:
-            text = text.removesuffix(f" (allowed: {', '.join(map(str, err.allowed))})")
-        raise ConfigError(f"{prefix}.{err.field}", text, allowed=err.allowed) from None
+        raise _spec_error(err, point, where) from None
+
+
+def _spec_error(err: ConfigError, point: Mapping[str, Any], where: Mapping[str, str]) -> ConfigError:
+    """A training-config error renamed to where its value came from: an axis, a variant's adapter, or train."""
+    for name in point:
+        axis = AXES.get(name)
+        if axis is not None and name in where and err.field in (".".join(axis.path), axis.path[0]):
+            return ConfigError(where[name], f"{err.message} (as {'.'.join(axis.path)})")
+    setting = err.field.removeprefix("adapter.")
+    if "adapter" in where and err.field.startswith("adapter.") and setting in (point.get("adapter") or {}):
+        return ConfigError(f"{where['adapter']}.{setting}", err.message)
+    return err.renamed(f"train.{err.field}")
+
+
+def _identity(config: TrainConfig) -> str:
+    """The configuration's config_id: its validated config without the per-run fields (and without the seed)."""
+    dump = config.model_dump(mode="json")
+    return schema.config_id({k: v for k, v in dump.items() if k not in RUN_FIELDS})
+
+
+def _generations_path(train_dir: str, run_name: str) -> str:
+    """Where rank 0 of the evaluation hook writes the generations: per trial, never shared between trials. Remote
+    storage (s3://) cannot be written as a file: then a node-local path, which the trial driver reads when it
+    shares rank 0's node (see train_entry.split_generations)."""
+    folder = f"{train_dir}/{run_name}" if "://" not in train_dir else f"/tmp/comol-generations/{run_name}"
+    return f"{folder}/{GENERATIONS_FILE}"
 
 
 def resolve_trial(
     spec: SweepSpec, point: Mapping[str, Any], seed: int, where: Mapping[str, str], train_dir: str
 ) -> TrialPlan:
-    """Base config + axis values + seed → a validated TrialPlan. ``where`` names each axis's spec field."""
-    base = copy.deepcopy(spec.train)
-    method = point.get("method", base.get("method", "comol"))
-    method_where = where.get("method", "train.method")
-    fields = _method_fields(method, method_where)
-    for key in (base.get("adapter") or {}) if isinstance(base.get("adapter"), dict) else {}:
-        if key not in fields:
-            raise ConfigError(
-                f"train.adapter.{key}",
-                f"is not a setting of method {method!r} (chosen by {method_where}); set it in the search "
-                "for the methods that have it instead of in the base config",
-                allowed=sorted(fields - {"base_model_name_or_path"}),
-            )
-    config = base
-    extra = point.get("adapter") or {}
-    for key, value in extra.items():
-        axis = next((a for a in AXES if AXIS_PATHS[a] == ("adapter", key)), None)
-        if axis is not None:
-            raise ConfigError(f"{where['adapter']}.{key}", f"is an axis: set it as {axis!r} instead")
-        if key not in fields or key in ("base_model_name_or_path",):
-            raise ConfigError(
-                f"{where['adapter']}.{key}",
-                f"is not a setting of method {method!r}",
-                allowed=sorted(fields - {"base_model_name_or_path"}),
-            )
-        _set(config, ("adapter", key), value)
-    for axis in AXES:
-        if axis not in point:
-            continue
-        path = AXIS_PATHS[axis]
-        if path[0] == "adapter" and path[-1] not in fields:
-            supported = [a for a in AXES if AXIS_PATHS[a][0] != "adapter" or AXIS_PATHS[a][-1] in fields]
-            raise ConfigError(where[axis], f"is not a setting of method {method!r}", allowed=supported)
-        value = point[axis]
-        if axis == "alpha_multiplier":
-            rank = point.get("rank", (base.get("adapter") or {}).get("r"))
-            if rank is None:
-                rank = get_method(method).config_cls().r
-            value = float(value) * rank
-        _set(config, path, value)
+    """Base config + axis values (by axis name) + seed → a validated TrialPlan. ``where`` names each axis's spec
+    field as the user wrote it (and ``adapter``: where a variant's adapter mapping sits)."""
+    config = copy.deepcopy(spec.train)
+    method = point.get(METHOD, config.get("method", "comol"))
+    method_where = where.get(METHOD, "train.method")
+    settings = method_settings(method, method_where)
+    _check_base_adapter(config, method, settings, method_where)
+    _apply_variant_adapter(config, point.get("adapter") or {}, point, method, settings, where.get("adapter", ""))
+    _apply_axes(config, point, method, settings, where)
     _set(config, SEED_PATH, seed)
     for key in RUN_FIELDS:
         config.pop(key, None)
-    prefix = "train"
-    touched = [a for a in point if a in where and a in AXIS_PATHS]
-    try:
-        validated = validate_train(config, prefix)
-    except ConfigError as err:
-        # A bad value that came from an axis is that axis's fault: name the spec field the user wrote.
-        for axis in touched:
-            path = ".".join(AXIS_PATHS[axis])
-            if err.field in (f"train.{path}", f"train.{AXIS_PATHS[axis][0]}"):
-                message = str(err).removeprefix(f"{err.field}: ")
-                raise ConfigError(where[axis], f"{message} (as {path})") from None
-        if "adapter" in where and err.field.removeprefix("train.adapter.") in extra:
-            message = str(err).removeprefix(f"{err.field}: ")
-            raise ConfigError(f"{where['adapter']}.{err.field.removeprefix('train.adapter.')}", message) from None
-        raise
-    resolved = _resolved(validated)
-    identity = {k: v for k, v in resolved.items() if k not in RUN_FIELDS}
-    config_id = schema.config_id(identity)
+    validated = _validated(config, point, where)
+    config_id = _identity(validated)
     run_name = f"{spec.name}-{config_id}-s{seed}"
-    resolved.update(name=spec.name, run_name=run_name, output_dir=train_dir)
-    if resolved.get("evaluation"):
-        # Where rank 0 of the evaluation hook writes the generations: per trial, never shared between trials.
-        # Remote storage (s3://) cannot be written as a file: then a node-local path, which the trial driver
-        # reads when it shares rank 0's node (see train_entry.split_generations).
-        folder = f"{train_dir}/{run_name}" if "://" not in train_dir else f"/tmp/comol-generations/{run_name}"
-        options = resolved["evaluation"].setdefault("options", {})
-        options["generations_path"] = f"{folder}/{GENERATIONS_FILE}"
-    return TrialPlan(config_id, seed, method, dict(point), resolved, run_name)
+    train = validated.for_run(
+        name=spec.name, run_name=run_name, output_dir=train_dir, generations_path=_generations_path(train_dir, run_name)
+    )
+    return TrialPlan(config_id, seed, method, dict(point), train, run_name)
 
 
+# --- the grid --------------------------------------------------------------------------------------
 def grid_points(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, str]]]:
-    """The grid product as (axis values, spec field of each value) pairs."""
+    """The grid product as (point by axis name, spec field of each value as written) pairs."""
     grid = spec.search.grid
     assert grid is not None
     axes = grid.axes()
-    variants = [(v.assigned(), i) for i, v in enumerate(grid.variants)] if grid.variants else [({}, None)]
+    variants = [(v, i) for i, v in enumerate(grid.variants)] if grid.variants else [(None, None)]
     points = []
     for variant, index in variants:
+        assigned = variant.assigned() if variant is not None else {}
         for values in itertools.product(*axes.values()):
-            point = {**variant, **dict(zip(axes, values, strict=True))}
-            where = {a: f"search.grid.{a}" for a in axes}
-            where.update({a: f"search.grid.variants[{index}].{a}" for a in variant})
+            point = {**assigned, **dict(zip(axes, values, strict=True))}
+            where = {a: f"search.grid.{grid.spelled(a)}" for a in axes}
+            if variant is not None:
+                where.update({a: f"search.grid.variants[{index}].{variant.spelled(a)}" for a in assigned})
             points.append((point, where))
     return points
 
 
 def plan_grid(spec: SweepSpec, train_dir: str) -> SweepPlan:
-    plan = SweepPlan(spec)
+    trials: list[TrialPlan] = []
     seen: dict[str, dict[str, Any]] = {}
     for point, where in grid_points(spec):
         first = resolve_trial(spec, point, spec.seeds[0], where, train_dir)
@@ -211,13 +219,12 @@ def plan_grid(spec: SweepSpec, train_dir: str) -> SweepPlan:
                 "remove one (an axis a method ignores would run it twice)",
             )
         seen[first.config_id] = point
-        plan.trials.append(first)
-        plan.trials.extend(resolve_trial(spec, point, seed, where, train_dir) for seed in spec.seeds[1:])
-    plan.configurations = len(seen)
-    return plan
+        trials.append(first)
+        trials.extend(resolve_trial(spec, point, seed, where, train_dir) for seed in spec.seeds[1:])
+    return SweepPlan(spec, trials[0], trials, len(seen))
 
 
-# --- Optuna ---------------------------------------------------------------------------------------
+# --- Optuna ----------------------------------------------------------------------------------------
 def _methods(spec: SweepSpec) -> list[str]:
     space = spec.search.optuna.space
     return list(space.method) if space.method else [spec.train.get("method", "comol")]
@@ -225,26 +232,34 @@ def _methods(spec: SweepSpec) -> list[str]:
 
 def applicable_axes(spec: SweepSpec, method: str) -> list[str]:
     """The space's axes that this method has (``method`` itself excluded)."""
-    fields = _method_fields(method, "search.optuna.space.method")
-    axes = spec.search.optuna.space.axes()
-    return [a for a in axes if a != "method" and (AXIS_PATHS[a][0] != "adapter" or AXIS_PATHS[a][-1] in fields)]
+    settings = method_settings(method, "search.optuna.space.method")
+    return [a for a in spec.search.optuna.space.axes() if a != METHOD and takes(AXES[a], settings)]
 
 
 def suggest_point(spec: SweepSpec, trial: Any) -> dict[str, Any]:
-    """Optuna define-by-run: the method first, then only the axes that method has (conditional space)."""
+    """Optuna define-by-run: the method first, then only the axes that method has (conditional space). The
+    Optuna parameters are named as the spec spells the axes, so a study reads like its spec."""
     space = spec.search.optuna.space
     methods = _methods(spec)
     point: dict[str, Any] = {}
-    method = trial.suggest_categorical("method", methods) if space.method else methods[0]
+    method = trial.suggest_categorical(space.spelled(METHOD), methods) if space.method else methods[0]
     if space.method:
-        point["method"] = method
+        point[space.spelled(METHOD)] = method
     for axis in applicable_axes(spec, method):
-        domain = getattr(space, axis)
+        name, domain = space.spelled(axis), getattr(space, axis)
         if isinstance(domain, FloatRange):
-            point[axis] = trial.suggest_float(axis, domain.low, domain.high, log=domain.log)
+            point[name] = trial.suggest_float(name, domain.low, domain.high, log=domain.log)
         else:
-            point[axis] = trial.suggest_categorical(axis, list(domain))
+            point[name] = trial.suggest_categorical(name, list(domain))
     return point
+
+
+def optuna_point(spec: SweepSpec, suggested: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A suggestion (keyed as the spec spells the axes) → (point by axis name, spec field of each value)."""
+    space = spec.search.optuna.space
+    by_spelling = {space.spelled(a): a for a in AXES}
+    point = {by_spelling[key]: value for key, value in suggested.items()}
+    return point, {a: f"search.optuna.space.{space.spelled(a)}" for a in point}
 
 
 def _corners(domain: Any) -> list[Any]:
@@ -256,7 +271,7 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
     space = spec.search.optuna.space
     methods = _methods(spec)
     used: set[str] = set()
-    count = 0
+    corners: list[TrialPlan] = []
     for method in methods:
         axes = applicable_axes(spec, method)
         used.update(axes)
@@ -264,22 +279,31 @@ def plan_optuna(spec: SweepSpec, train_dir: str) -> SweepPlan:
         for values in itertools.product(*domains):
             point = dict(zip(axes, values, strict=True))
             if space.method:
-                point["method"] = method
-            where = {a: f"search.optuna.space.{a}" for a in point}
-            resolve_trial(spec, point, spec.seeds[0], where, train_dir)
-            count += 1
-            if count > MAX_OPTUNA_COMBINATIONS:
+                point[METHOD] = method
+            where = {a: f"search.optuna.space.{space.spelled(a)}" for a in point}
+            corners.append(resolve_trial(spec, point, spec.seeds[0], where, train_dir))
+            if len(corners) > MAX_OPTUNA_COMBINATIONS:
                 raise ConfigError(
                     "search.optuna.space", f"more than {MAX_OPTUNA_COMBINATIONS} categorical combinations to check"
                 )
-    unused = [a for a in space.axes() if a != "method" and a not in used]
+    unused = [a for a in space.axes() if a != METHOD and a not in used]
     if unused:
         raise ConfigError(
-            f"search.optuna.space.{unused[0]}", f"is not a setting of any method in the space ({', '.join(methods)})"
+            f"search.optuna.space.{space.spelled(unused[0])}",
+            f"is not a setting of any method in the space ({', '.join(methods)})",
         )
-    return SweepPlan(spec, [], spec.search.optuna.num_samples)
+    return SweepPlan(spec, corners[0], [], spec.search.optuna.num_samples, corners)
 
 
 def plan(spec: SweepSpec, train_dir: str) -> SweepPlan:
     """Expand and validate every trial of the sweep (grid) or every corner of its space (Optuna)."""
     return plan_grid(spec, train_dir) if spec.search.kind == "grid" else plan_optuna(spec, train_dir)
+
+
+def label_params(spec: SweepSpec) -> list[str]:
+    """The MLflow params of the axes this sweep varies: what a trial's label shows besides its method."""
+    search = spec.search.grid if spec.search.kind == "grid" else spec.search.optuna.space
+    names = set(search.axes())
+    for variant in getattr(search, "variants", None) or []:
+        names |= set(variant.axes())
+    return [schema.param(*AXES[a].path) for a in AXES if a in names and a != METHOD]

@@ -1,8 +1,9 @@
 """The sweep spec: one YAML file describes an ablation (grid) or a search (Optuna), validated before Ray starts.
 
-The schema is strict (unknown keys are errors) so a typo never silently runs a different sweep. Every
-pydantic error is turned into a :class:`comol.errors.ConfigError` naming the field (``search.grid.rank``)
-and, where the set is finite, the allowed values.
+The schema is strict (unknown keys are errors) so a typo never silently runs a different sweep. The axes are
+derived from the configs (:mod:`orchestration.sweep.axes`), under their field names, aliases accepted. Every
+pydantic error is turned into a :class:`comol.errors.ConfigError` naming the field as the user wrote it
+(``search.grid.rank``) and, where the set is finite, the allowed values.
 """
 
 from __future__ import annotations
@@ -12,119 +13,30 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, read_yaml
+from orchestration.sweep.axes import AXES, MULTIPLIER, axis_named
+from orchestration.tracking.store import TRACKING_SCHEMES
 
-# The axes a sweep may vary, in the order they are shown. ``alpha_multiplier`` sets alpha = m × rank.
-AXES = ("method", "rank", "experts", "core_routing", "alpha", "alpha_multiplier", "lr")
-ENTRIES = ("train", "smoke")
-TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "file:", "databricks")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9_.@/-]+$"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _check_alpha_pair(values: dict[str, Any], where: str) -> None:
-    if values.get("alpha") is not None and values.get("alpha_multiplier") is not None:
-        raise ValueError(f"set alpha or alpha_multiplier in {where}, not both (alpha_multiplier: alpha = m × rank)")
-
-
-class Variant(_Strict):
-    """One hand-written assignment of axes; the grid is the product of its variants and its axis lists."""
-
-    method: str | None = None
-    rank: int | None = Field(default=None, gt=0)
-    experts: int | None = Field(default=None, gt=0)
-    core_routing: StrictBool | None = None
-    alpha: float | None = Field(default=None, gt=0)
-    alpha_multiplier: float | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    adapter: dict[str, Any] | None = Field(
-        default=None, description="more adapter settings for this variant only (e.g. MoLA's top_k)"
-    )
-
-    @model_validator(mode="after")
-    def _alpha(self) -> Variant:
-        _check_alpha_pair(self.model_dump(), "variant")
-        return self
-
-    def assigned(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-def _unique_nonempty(values: list[Any] | None) -> list[Any] | None:
-    if values is None:
-        return None
-    if not values:
-        raise ValueError("must list at least one value")
-    if len({repr(v) for v in values}) != len(values):
-        raise ValueError(f"has repeated values: {values}")
-    return values
-
-
-class _AxisValues(_Strict):
-    """The checks every listed axis value gets, in a grid or an Optuna space (ranges check themselves)."""
-
-    @field_validator(*AXES, check_fields=False)
-    @classmethod
-    def _unique(cls, values: Any) -> Any:
-        return _unique_nonempty(values) if isinstance(values, list) else values
-
-    @field_validator("rank", "experts", check_fields=False)
-    @classmethod
-    def _positive_int(cls, values: Any) -> Any:
-        if isinstance(values, list) and any(v <= 0 for v in values):
-            raise ValueError(f"must be positive integers, got {values}")
-        return values
-
-    @field_validator("alpha", "alpha_multiplier", "lr", check_fields=False)
-    @classmethod
-    def _positive(cls, values: Any) -> Any:
-        if isinstance(values, list) and any(not (v > 0 and math.isfinite(v)) for v in values):
-            raise ValueError(f"must be positive finite numbers, got {values}")
-        return values
-
-    def axes(self) -> dict[str, Any]:
-        return {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
-
-
-class GridSearch(_AxisValues):
-    """The full product: variants × every listed axis. Under grid, the seed is one more axis."""
-
-    variants: list[Variant] | None = None
-    method: list[str] | None = None
-    rank: list[int] | None = None
-    experts: list[int] | None = None
-    core_routing: list[StrictBool] | None = None
-    alpha: list[float] | None = None
-    alpha_multiplier: list[float] | None = None
-    lr: list[float] | None = None
-
-    @field_validator("variants")
-    @classmethod
-    def _unique_variants(cls, values: list[Variant] | None) -> list[Variant] | None:
-        return _unique_nonempty(values)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> GridSearch:
-        axes = self.axes()
-        _check_alpha_pair(axes, "the grid")
-        for i, variant in enumerate(self.variants or []):
-            both = sorted(set(variant.assigned()) & set(axes))
-            if both:
-                raise ValueError(f"variants[{i}] sets {', '.join(both)}, also a grid axis: set it in one place")
-            if ("alpha" in axes and variant.alpha_multiplier is not None) or (
-                "alpha_multiplier" in axes and variant.alpha is not None
-            ):
-                raise ValueError(f"variants[{i}]: alpha and alpha_multiplier would both be set")
-        if not axes and not self.variants:
-            raise ValueError(f"lists no axis: give variants or at least one of {', '.join(AXES)}")
-        return self
 
 
 class FloatRange(_Strict):
@@ -141,23 +53,156 @@ class FloatRange(_Strict):
         return self
 
 
-class OptunaSpace(_AxisValues):
-    """Categorical lists or float ranges. An axis is sampled only for methods that have that setting."""
+def _unique_nonempty(values: list[Any] | None) -> list[Any] | None:
+    if values is None:
+        return None
+    if not values:
+        raise ValueError("must list at least one value")
+    if len({repr(v) for v in values}) != len(values):
+        raise ValueError(f"has repeated values: {values}")
+    return values
 
-    method: list[str] | None = None
-    rank: list[int] | None = None
-    experts: list[int] | None = None
-    core_routing: list[StrictBool] | None = None
-    alpha: list[float] | FloatRange | None = None
-    alpha_multiplier: list[float] | FloatRange | None = None
-    lr: list[float] | FloatRange | None = None
+
+class _AxisValues(_Strict):
+    """Values of axes (a variant, the grid, the Optuna space): one field per axis of
+    :data:`orchestration.sweep.axes.AXES`. Remembers how the user spelled each axis (its name or an alias), so
+    later errors name the key as written. Each axis's own values are checked by its config when trials are
+    planned; here only what no config knows (lists without repeats, alpha_multiplier > 0)."""
+
+    _spelled: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _spelling(cls, data: Any, handler: Any) -> Any:
+        named: dict[str, str] = {}
+        for key in data if isinstance(data, dict) else ():
+            axis = axis_named(str(key))
+            if axis is not None and axis.name in named:
+                raise ValueError(f"{named[axis.name]} and {key} are one axis ({axis.name}): give it once")
+            if axis is not None:
+                named[axis.name] = str(key)
+        model = handler(data)
+        if named:
+            model._spelled = named
+        return model
+
+    @field_validator(*AXES, check_fields=False)
+    @classmethod
+    def _unique(cls, values: Any) -> Any:
+        return _unique_nonempty(values) if isinstance(values, list) else values
+
+    @field_validator(MULTIPLIER, check_fields=False)
+    @classmethod
+    def _positive(cls, values: Any) -> Any:
+        listed = values if isinstance(values, list) else [values] if isinstance(values, float) else []
+        if any(not (v > 0 and math.isfinite(v)) for v in listed):
+            raise ValueError(f"must be positive finite numbers, got {values}")
+        return values
+
+    def axes(self) -> dict[str, Any]:
+        """The axes set here, by axis name, in the order of :data:`AXES`."""
+        return {a: getattr(self, a) for a in AXES if getattr(self, a, None) is not None}
+
+    def spelled(self, axis: str) -> str:
+        """The key the user wrote for ``axis`` (its name or an alias)."""
+        return self._spelled.get(axis, axis)
+
+    def _check_alpha_pair(self, where: str) -> None:
+        axes = self.axes()
+        if "alpha" in axes and MULTIPLIER in axes:
+            raise ValueError(f"set alpha or {MULTIPLIER} in {where}, not both ({MULTIPLIER}: alpha = m × r)")
+
+
+def _axis_fields(shape: Literal["one", "list", "space"]) -> dict[str, Any]:
+    """One optional field per axis holding a value (``one``), a list of values (``list``), or, for a float
+    axis, a list or a range (``space``)."""
+    fields = {}
+    for axis in AXES.values():
+        kind: Any = StrictBool if axis.kind is bool else axis.kind
+        if shape == "list" or (shape == "space" and axis.kind is not float):
+            kind = list[kind]
+        elif shape == "space":
+            kind = list[kind] | FloatRange
+        alias = AliasChoices(*axis.spellings) if axis.aliases else None
+        fields[axis.name] = (kind | None, Field(default=None, validation_alias=alias))
+    return fields
+
+
+class _VariantAxes(_AxisValues):
+    adapter: dict[str, Any] | None = Field(
+        default=None, description="more adapter settings for this variant only (e.g. MoLA's expert_schedule)"
+    )
 
     @model_validator(mode="after")
-    def _some(self) -> OptunaSpace:
-        _check_alpha_pair(self.model_dump(), "the space")
+    def _alpha(self) -> _VariantAxes:
+        self._check_alpha_pair("variant")
+        return self
+
+    def assigned(self) -> dict[str, Any]:
+        """The variant's point: its axes (by axis name) and its ``adapter`` mapping, if any."""
+        return {**self.axes(), **({"adapter": self.adapter} if self.adapter is not None else {})}
+
+
+Variant = create_model(
+    "Variant",
+    __base__=_VariantAxes,
+    __module__=__name__,
+    __doc__="One hand-written assignment of axes; the grid is the product of its variants and its axis lists.",
+    **_axis_fields("one"),
+)
+
+
+class _GridAxes(_AxisValues):
+    variants: list[Variant] | None = None  # type: ignore[valid-type]
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variants(cls, values: list[Any] | None) -> list[Any] | None:
+        return _unique_nonempty(values)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _GridAxes:
+        axes = self.axes()
+        self._check_alpha_pair("the grid")
+        for i, variant in enumerate(self.variants or []):
+            both = [a for a in variant.axes() if a in axes]
+            if both:
+                spelled = ", ".join(variant.spelled(a) for a in both)
+                raise ValueError(f"variants[{i}] sets {spelled}, also a grid axis: set it in one place")
+            if ("alpha" in axes and variant.alpha_multiplier is not None) or (
+                MULTIPLIER in axes and variant.alpha is not None
+            ):
+                raise ValueError(f"variants[{i}]: alpha and {MULTIPLIER} would both be set")
+        if not axes and not self.variants:
+            raise ValueError(f"lists no axis: give variants or at least one of {', '.join(AXES)}")
+        return self
+
+
+GridSearch = create_model(
+    "GridSearch",
+    __base__=_GridAxes,
+    __module__=__name__,
+    __doc__="The full product: variants × every listed axis. Under grid, the seed is one more axis.",
+    **_axis_fields("list"),
+)
+
+
+class _SpaceAxes(_AxisValues):
+    @model_validator(mode="after")
+    def _some(self) -> _SpaceAxes:
+        self._check_alpha_pair("the space")
         if not self.axes():
             raise ValueError(f"lists no axis: give at least one of {', '.join(AXES)}")
         return self
+
+
+OptunaSpace = create_model(
+    "OptunaSpace",
+    __base__=_SpaceAxes,
+    __module__=__name__,
+    __doc__="Categorical lists or float ranges. An axis is sampled only for methods that have that setting.",
+    **_axis_fields("space"),
+)
 
 
 class Asha(_Strict):
@@ -182,12 +227,12 @@ class OptunaSearch(_Strict):
 
     num_samples: int = Field(gt=0, description="configurations to try (each runs all seeds)")
     sampler_seed: int = 0
-    space: OptunaSpace
+    space: OptunaSpace  # type: ignore[valid-type]
     asha: Asha | None = None
 
 
 class Search(_Strict):
-    grid: GridSearch | None = None
+    grid: GridSearch | None = None  # type: ignore[valid-type]
     optuna: OptunaSearch | None = None
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The ``train`` trial entry: the training engineer's ``train()`` (a Ray Train V2 TorchTrainer) inside a Tune trial.
+"""The ``train`` trial entry: ``orchestration.training.launch.train()`` (a Ray Train V2 TorchTrainer) inside a Tune
+trial.
 
 The trial driver holds no CPU; the TorchTrainer's workers do. Their rank-0 reports reach this driver two
 ways: Tune gets them (renamed to the schema's ``train/*`` names, so an ASHA ``metric: train/loss`` works)
@@ -60,10 +61,11 @@ class SchemaTuneReport(TuneReportCallback):
 def split_generations(plan: TrialPlan, folder: Path) -> list[Path]:
     """The hook's one JSONL (every benchmark's records) → one ``<benchmark>.jsonl`` per dataset, as the schema lays
     out artifacts; records are grouped by their ``dataset`` (math) or ``task`` (humaneval)."""
-    options = (plan.train.get("evaluation") or {}).get("options") or {}
-    source = Path(options.get("generations_path") or "/nonexistent")
-    if not source.is_file():
+    options = getattr(plan.train.evaluation, "options", None)
+    path = getattr(options, "generations_path", None)
+    if path is None or not Path(path).is_file():
         return []
+    source = Path(path)
     groups: dict[str, list[str]] = {}
     for line in source.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -115,5 +117,5 @@ def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
     final.update({schema.METRIC_TRAIN_TIME: train_s, "train/resumed_from_step": result.resumed_from_step})
     generations = split_generations(plan, workdir / schema.GENERATIONS_DIR)
     step = last_step or int(result.metrics.get("step", 0))
-    adapter = local_adapter(result.adapter_path, plan.train["output_dir"], workdir / "adapter")
+    adapter = local_adapter(result.adapter_path, plan.train.output_dir, workdir / "adapter")
     return TrialOutcome(final, adapter, generations, step, last_step_metrics)

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comol.model_configs import SHIPPED
-from orchestration.sweep.space import TrialPlan, resolve_trial
+from orchestration.sweep.cost import trial_cost
+from orchestration.sweep.space import TrialPlan, optuna_point, resolve_trial
 from orchestration.sweep.spec import SweepSpec
 from orchestration.tracking import schema
-from orchestration.tracking.writer import TrialIdentity, TrialRecorder, metric_key
+from orchestration.tracking.schema import metric_key
+from orchestration.tracking.writer import TrialIdentity, TrialRecorder
 
-# The trial bodies by spec ``entry``: "module:function", imported in the trial's process.
+# The trial bodies by spec ``entry`` (the spec allows these keys only): "module:function", imported in the trial's
+# process.
 ENTRIES = {
     "train": "orchestration.sweep.train_entry:run_train_trial",
     "smoke": "orchestration.sweep.smoke:run_smoke_trial",
@@ -50,28 +52,25 @@ Body = Callable[[TrialPlan, TrialRecorder, Path], TrialOutcome]
 
 @dataclass
 class SweepContext:
-    """Everything a trial needs, shipped once to every trial through the object store."""
+    """Everything a trial needs, shipped once to every trial through the object store (the validated spec and
+    trial plans, pickled: a trial validates nothing again)."""
 
-    spec: dict[str, Any]
+    spec: SweepSpec
     uri: str
     experiment_id: str
     parent_run_id: str
     sweep_dir: str
     train_dir: str
-    trials: dict[str, TrialPlan]  # grid: by TrialPlan.key; Optuna trials are resolved from their config
-
-    @property
-    def sweep_spec(self) -> SweepSpec:
-        return SweepSpec.model_validate(self.spec)
+    trials: dict[str, TrialPlan]  # grid: by TrialPlan.key; Optuna trials are resolved from their suggestion
 
     def plan_for(self, config: dict[str, Any]) -> TrialPlan:
+        """The trial's plan: a grid trial's from the plan; an Optuna suggestion's resolved (and validated) here,
+        once, as planning checked its space's corners only."""
         if "trial" in config:
             return self.trials[config["trial"]]
-        spec = self.sweep_spec
-        point = {k: v for k, v in config.items() if k != TRIAL_INDEX}
-        seed = spec.seeds[int(config.get(TRIAL_INDEX, 0))]
-        where = {a: f"search.optuna.space.{a}" for a in point}
-        return resolve_trial(spec, point, seed, where, self.train_dir)
+        point, where = optuna_point(self.spec, {k: v for k, v in config.items() if k != TRIAL_INDEX})
+        seed = self.spec.seeds[int(config.get(TRIAL_INDEX, 0))]
+        return resolve_trial(self.spec, point, seed, where, self.train_dir)
 
     def identity_for(self, plan: TrialPlan) -> TrialIdentity:
         """The MLflow identity of a trial's run: the same (config_id, seed) always reopens the same run."""
@@ -79,43 +78,23 @@ class SweepContext:
             uri=self.uri,
             experiment_id=self.experiment_id,
             parent_run_id=self.parent_run_id,
-            sweep=self.spec["name"],
+            sweep=self.spec.name,
             config_id=plan.config_id,
             seed=plan.seed,
             method=plan.method,
-            base_model=str(plan.train["model"]),
+            base_model=plan.train.model,
             run_name=plan.run_name,
         )
 
 
 def load_body(entry: str) -> Body:
-    module_name, _, name = ENTRIES.get(entry, entry).partition(":")
+    module_name, _, name = ENTRIES[entry].partition(":")
     return getattr(importlib.import_module(module_name), name)
 
 
 def cost_metrics(plan: TrialPlan) -> dict[str, float]:
     """Trainable parameters and adapter FLOPs/token from comol's accounting (meta device, no weights)."""
-    from comol.accounting import cost_of
-    from comol.methods import make_config
-
-    adapter = make_config(plan.method, **plan.train["adapter"])
-    model = plan.train["model"]
-    if model == "smollm2-135m":
-        from orchestration.models import resolve_model
-
-        model = resolve_model(model)
-    config_path = Path(model) / "config.json"
-    shipped = SHIPPED.get(model.rsplit("/", 1)[-1].lower())
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-    elif shipped is not None:  # the paper's models ship their config.json with comol: no download
-        config = json.loads(shipped.read_text())
-    else:  # any other hub id: its config, as from_pretrained will fetch it for training anyway
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model).to_dict()
-    config = {k: v for k, v in config.items() if k not in ("architectures", "quantization_config", "_name_or_path")}
-    cost = cost_of(config, adapter)
+    cost = trial_cost(plan)
     return {schema.METRIC_TRAINABLE: float(cost.trainable), schema.METRIC_FLOPS: float(cost.adapter_flops_per_token)}
 
 
@@ -135,13 +114,21 @@ def _report(metrics: dict[str, Any]) -> None:
 def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable (see module docstring)."""
     plan = context.plan_for(config)
-    spec = context.sweep_spec
     recorder = TrialRecorder(context.identity_for(plan)).open()
     tags = {"config_id": plan.config_id, "seed": plan.seed, "method": plan.method}
     if recorder.finished:  # done by an earlier attempt or driver: report it, do not train again
         _report({**recorder.existing_metrics, **tags, METRIC_CACHED: 1})
         return
-    attempt = recorder.start_attempt(plan.train)
+    recorded = record_trial(context, plan, recorder, load_body(context.spec.entry))
+    _report({**recorded, **tags, METRIC_CACHED: 0})
+
+
+def record_trial(context: SweepContext, plan: TrialPlan, recorder: TrialRecorder, body: Body) -> dict[str, float]:
+    """One training attempt of a trial, recorded in its (opened) run: params, cost, config, the body's metrics,
+    adapter and generations; the run ends FINISHED, FAILED, or KILLED (pruned). Returns the final metrics."""
+    spec = context.spec
+    recorded_config = plan.train.model_dump(mode="json")  # MLflow params and the config artifact
+    attempt = recorder.start_attempt(recorded_config)
     _audit(context.sweep_dir, "start", plan, attempt)
     workdir = Path(context.sweep_dir) / "trials" / plan.key / f"attempt-{attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -149,8 +136,8 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     started = time.perf_counter()
     try:
         cost = recorder.log_final(cost_metrics(plan))  # before training: an unreadable model fails in seconds
-        recorder.log_config(plan.train)
-        outcome = load_body(spec.entry)(plan, recorder, workdir)
+        recorder.log_config(recorded_config)
+        outcome = body(plan, recorder, workdir)
         final = {**outcome.metrics, METRIC_TRIAL_TIME: time.perf_counter() - started}
         produced = {metric_key(k) for k in [*final, *outcome.last_step_metrics]}
         if metric_key(spec.metric) not in produced:
@@ -168,4 +155,4 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
         raise
     recorder.end("FINISHED")
     _audit(context.sweep_dir, "finish", plan, attempt)
-    _report({**recorded, **tags, METRIC_CACHED: 0})
+    return recorded

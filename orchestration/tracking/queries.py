@@ -20,12 +20,6 @@ def quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def client_for(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
     runs, token = [], None
     while True:

@@ -6,7 +6,8 @@ these names instead of spelling strings, so the two sides cannot drift apart.
 - One child run per (configuration, seed): tags ROLE=ROLE_TRIAL, SWEEP, CONFIG_ID (hash of the
   resolved trial config without the seed), SEED, METHOD, and mlflow.parentRunId. Its identity is
   (sweep, config_id, seed), so a retried or resumed trial reopens its run instead of duplicating it.
-- Params: the resolved trial config flattened with dots (``adapter.r``, ``optim.lr``, …).
+- Params: the resolved trial config flattened with dots (``adapter.r``, ``training.lr``, …): every adapter
+  setting under its config field's name, defaults spelled out.
 - Metrics: per step ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_s``,
   ``train/peak_mem_mb``; final ``eval/<dataset>/accuracy``, ``eval/average``, ``eval/humaneval/pass@<k>``,
   ``params/trainable``, ``cost/adapter_flops_per_token``, ``time/train_s``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,12 +42,18 @@ CONFIG_ARTIFACT = "config/trial.yaml"
 GENERATIONS_DIR = "generations"
 REPORT_DIR = "report"  # the report's tables and plots, logged on the sweep's parent run
 
-# Flattened params the report and registry read to label a configuration (dotted names of the trial config).
-PARAM_METHOD = "method"
-PARAM_RANK = "adapter.r"
-PARAM_EXPERTS = "adapter.num_experts"
-PARAM_CORE_ROUTING = "adapter.core_routing"
-PARAM_ALPHA = "adapter.alpha"
+_BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
+
+
+def param(*path: str) -> str:
+    """The MLflow param of a trial config field: its dotted path, e.g. ``param("adapter", "r")`` → ``adapter.r``
+    (as :func:`flatten` names them)."""
+    return ".".join(path)
+
+
+def metric_key(name: str) -> str:
+    """MLflow 3 refuses some characters in metric names ('@' in ``pass@k``): spell them out, stably."""
+    return _BAD_METRIC_CHARS.sub(lambda m: "_at_" if m.group() == "@" else "_", name)
 
 
 def experiment_name(sweep: str) -> str:
@@ -60,6 +68,11 @@ def pass_at_metric(k: int) -> str:
     return f"eval/humaneval/pass@{k}"
 
 
+# Settings that left the trial config, hashed as they were recorded (null) so that configurations keep the ids
+# their runs already carry: a sweep resumed across that change finds its finished runs instead of re-running them.
+_RETIRED_SETTINGS = {"fault": None}
+
+
 def config_id(config: Mapping[str, Any]) -> str:
     """A stable short hash of a trial config, ignoring its seed: seeds of one configuration share it."""
 
@@ -68,7 +81,7 @@ def config_id(config: Mapping[str, Any]) -> str:
             return {k: strip_seed(v) for k, v in value.items() if k != "seed"}
         return value
 
-    canonical = json.dumps(strip_seed(config), sort_keys=True, default=str)
+    canonical = json.dumps(strip_seed({**_RETIRED_SETTINGS, **config}), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -22,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from orchestration.tracking import schema
-from orchestration.tracking.queries import client_for, runs_filter, search_all
+from orchestration.tracking.queries import runs_filter, search_all
+from orchestration.tracking.schema import metric_key
+from orchestration.tracking.store import client_for
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,12 +33,6 @@ ATTEMPTS = "comol.attempts"  # tag: how many times the trial's training was star
 PRUNED = "comol.pruned"  # tag: an early-stopping scheduler stopped the trial (its run ends KILLED)
 SWEEP_KIND = "comol.search"  # tag on the parent run: grid or optuna
 SPEC_ARTIFACT = "sweep/spec.yaml"
-_BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
-
-
-def metric_key(name: str) -> str:
-    """MLflow 3 refuses some characters in metric names ('@' in ``pass@k``): spell them out, stably."""
-    return _BAD_METRIC_CHARS.sub(lambda m: "_at_" if m.group() == "@" else "_", name)
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""The training config: one pydantic model, validated once at the edge (CLI or API), then passed as a dict.
+"""The training config: one frozen pydantic model, validated once at the edge (CLI, sweep planning), then passed
+as that object (Ray pickles it to the workers; nothing re-validates it).
 
 Every error becomes a :class:`comol.errors.ConfigError` naming the dotted field (``training.lr``) and,
 where finite, the allowed values, so the CLI can print one clear line before anything starts.
@@ -9,26 +10,34 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, read_yaml
-from orchestration.data.arithmetic import max_held_out
+from orchestration.data.arithmetic import ARITHMETIC
 from orchestration.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from orchestration.evaluation.options import BENCHMARK_HOOK, BenchmarkOptions
+from orchestration.models import SMOLLM2
 
-SMOLLM2 = "smollm2-135m"
-ARITHMETIC = "arithmetic"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# comol's own ConfigError fields → the adapter key a user writes in YAML
-_ADAPTER_FIELD = {"rank": "r", "experts": "num_experts"}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
 def _is_pathlike(text: str) -> bool:
@@ -83,7 +92,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, gt=0, description="GLOBAL examples per optimizer step (all workers together)")
     gradient_accumulation: int = Field(1, gt=0, description="micro-batches per worker per optimizer step")
     optimizer: Literal["adamw"] = "adamw"
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, json_schema_extra={"axis": True})  # a sweep may vary it (orchestration.sweep)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["constant_with_warmup", "constant", "linear", "cosine"] = "constant_with_warmup"
@@ -124,15 +133,9 @@ class ResourcesConfig(_Section):
     )
 
 
-class FaultConfig(_Section):
-    """TEST ONLY: rank ``rank`` exits (as if killed) at the start of step ``at_step``, once per run."""
-
-    rank: int = Field(ge=0)
-    at_step: int = Field(gt=0)
-
-
-class EvaluationHookConfig(_Section):
-    """Post-training evaluation: ``hook`` is 'module:function', called on every rank (see hooks.py)."""
+class HookEvaluation(_Section):
+    """Post-training evaluation by any hook: ``hook`` is 'module:function', called on every rank (see hooks.py)
+    with ``options`` as given."""
 
     hook: str
     options: dict[str, Any] = Field(default_factory=dict)
@@ -145,8 +148,34 @@ class EvaluationHookConfig(_Section):
         return value
 
 
+class BenchmarkEvaluation(_Section):
+    """The shipped benchmarks (math, held-out arithmetic, HumanEval), with typed options."""
+
+    hook: Literal[BENCHMARK_HOOK]  # type: ignore[valid-type]
+    options: BenchmarkOptions = Field(default_factory=BenchmarkOptions)
+
+    def with_options(self, **changes: Any) -> BenchmarkEvaluation:
+        return self.model_copy(update={"options": self.options.model_copy(update=changes)})
+
+
+def _evaluation_kind(value: Any) -> str:
+    hook = value.get("hook") if isinstance(value, dict) else getattr(value, "hook", None)
+    return BenchmarkEvaluation.__name__ if hook == BENCHMARK_HOOK else HookEvaluation.__name__
+
+
+Evaluation = Annotated[
+    Annotated[BenchmarkEvaluation, Tag(BenchmarkEvaluation.__name__)]
+    | Annotated[HookEvaluation, Tag(HookEvaluation.__name__)],
+    Discriminator(_evaluation_kind),
+]
+
+
 class TrainConfig(_Section):
-    """One fine-tuning run. ``TrainConfig.from_dict`` / ``load_config`` are the validating entry points."""
+    """One fine-tuning run. ``TrainConfig.from_dict`` / ``load_config`` are the validating entry points.
+
+    ``adapter`` is the method's adapter config, built and checked by the library once, here; the config dumps it
+    with every setting spelled out (defaults included), so a configuration written with or without its defaults
+    is one configuration."""
 
     name: str = Field("comol", pattern=r"^[A-Za-z0-9][\w.-]*$", description="run-name prefix")
     run_name: str | None = Field(
@@ -154,14 +183,13 @@ class TrainConfig(_Section):
     )
     model: str = Field(SMOLLM2, description=f"'{SMOLLM2}', a local model folder, or a hub id 'org/name'")
     method: str = "comol"
-    adapter: dict[str, Any] = Field(default_factory=dict, description="fields of the method's adapter config")
+    adapter: Any = Field(default_factory=dict, description="the settings of the method's adapter config")
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     output_dir: str = Field("outputs", description="Ray storage path: runs, checkpoints and adapters go here")
-    fault: FaultConfig | None = None
-    evaluation: EvaluationHookConfig | None = None
+    evaluation: Evaluation | None = None
 
     @field_validator("model")
     @classmethod
@@ -177,6 +205,26 @@ class TrainConfig(_Section):
             return value
         raise ValueError(f"{value!r} is not '{SMOLLM2}', an existing model folder, or a hub id 'org/name'")
 
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value: Any, info: ValidationInfo) -> Any:
+        """The adapter config of the run's method (an unknown method is reported by ``_check``)."""
+        from comol.methods import METHODS, AdapterConfig, make_config
+
+        if isinstance(value, AdapterConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of the method's settings, got {type(value).__name__}")
+        method = info.data.get("method")
+        if method not in METHODS:
+            return value
+        return make_config(method, **{"base_model_name_or_path": info.data.get("model"), **value})
+
+    @field_serializer("adapter")
+    def _settings(self, adapter: Any) -> Any:
+        data = adapter.to_dict() if hasattr(adapter, "to_dict") else adapter
+        return {k: v for k, v in data.items() if k not in ("method", "base_model_name_or_path")}
+
     @field_validator("output_dir")
     @classmethod
     def _output_dir(cls, value: str) -> str:
@@ -184,16 +232,20 @@ class TrainConfig(_Section):
             return value
         return str(Path(value).expanduser().resolve())
 
-    @model_validator(mode="after")
-    def _held_out_arithmetic(self) -> TrainConfig:
+    @field_validator("evaluation")
+    @classmethod
+    def _held_out_arithmetic(cls, evaluation: Any, info: ValidationInfo) -> Any:
         """Arithmetic evaluation (``evaluation.options.arithmetic``) holds out this run's own training problems
         unless told which training set to hold out: the same problems cannot be both trained and scored."""
-        held_out = self.evaluation.options.get("arithmetic") if self.evaluation else None
-        if isinstance(held_out, dict) and self.data.source == ARITHMETIC:
-            seed = self.data.seed if self.data.seed is not None else self.training.seed
-            # a new mapping: the caller's dict (a sweep's resolved trial, say) is left as it was
-            self.evaluation.options["arithmetic"] = {"train_size": self.data.size, "data_seed": seed, **held_out}
-        return self
+        data, training = info.data.get("data"), info.data.get("training")
+        if not isinstance(evaluation, BenchmarkEvaluation) or evaluation.options.arithmetic is None or data is None:
+            return evaluation
+        held_out = evaluation.options.arithmetic
+        if data.source != ARITHMETIC or training is None:
+            return evaluation
+        own = {"train_size": data.size, "data_seed": data.seed if data.seed is not None else training.seed}
+        filled = {key: value for key, value in own.items() if getattr(held_out, key) is None}
+        return evaluation.with_options(arithmetic=held_out.model_copy(update=filled)) if filled else evaluation
 
     # --- derived values -------------------------------------------------------------------------
     @property
@@ -211,10 +263,17 @@ class TrainConfig(_Section):
         return t.batch_size // (self.resources.num_workers * t.gradient_accumulation)
 
     def adapter_config(self):
-        """The method's adapter config, built by the library, so methods registered later just work."""
-        from comol.methods import make_config
+        """The method's adapter config (validated with this config; built by the library, so every registered
+        method works)."""
+        return self.adapter
 
-        return make_config(self.method, **{"base_model_name_or_path": self.model, **self.adapter})
+    def for_run(self, *, name: str, run_name: str, output_dir: str, generations_path: str | None = None) -> TrainConfig:
+        """This (validated) config as one run of a sweep: its name, storage, and where the evaluation hook writes
+        the generations. The values come from the sweep, already checked: nothing is validated again."""
+        update: dict[str, Any] = {"name": name, "run_name": run_name, "output_dir": output_dir}
+        if generations_path is not None and isinstance(self.evaluation, BenchmarkEvaluation):
+            update["evaluation"] = self.evaluation.with_options(generations_path=generations_path)
+        return self.model_copy(update=update)
 
     # --- validation -----------------------------------------------------------------------------
     @classmethod
@@ -235,13 +294,6 @@ class TrainConfig(_Section):
 
         if self.method not in METHODS:
             raise ConfigError("method", f"unknown method {self.method!r}", allowed=sorted(METHODS))
-        try:
-            self.adapter_config()
-        except ConfigError as err:
-            field = _ADAPTER_FIELD.get(err.field, err.field)
-            raise ConfigError(f"adapter.{field}", _bare_message(err), allowed=err.allowed) from None
-        except TypeError as err:
-            raise ConfigError("adapter", str(err)) from None
         workers, accumulation = self.resources.num_workers, self.training.gradient_accumulation
         if self.training.batch_size % (workers * accumulation):
             raise ConfigError(
@@ -257,35 +309,20 @@ class TrainConfig(_Section):
                 f"{shard} does not divide resources.num_workers = {workers} into equal shard groups",
                 allowed=divisors,
             )
-        held_out = self.evaluation.options.get("arithmetic") if self.evaluation else None
-        if isinstance(held_out, dict) and isinstance(held_out.get("size"), int) and held_out["size"] > max_held_out():
-            raise ConfigError(
-                "evaluation.options.arithmetic.size",
-                f"{held_out['size']} is more held-out problems than there are: at most {max_held_out()}",
-            )
-        if self.evaluation is not None and "prompt_template" in self.evaluation.options:
+        options = self.evaluation.options if self.evaluation is not None else {}
+        if "prompt_template" in (options.model_fields_set if isinstance(options, BenchmarkOptions) else options):
             raise ConfigError(
                 "evaluation.options.prompt_template",
                 "evaluation always uses the template the adapter was trained with: set data.prompt_template",
             )
         if self.data.source == ARITHMETIC and self.data.size is None:
             raise ConfigError("data.size", f"how many problems the '{ARITHMETIC}' generator makes (e.g. 1000)")
-        if self.fault is not None:
-            if self.fault.rank >= workers:
-                raise ConfigError("fault.rank", f"{self.fault.rank} is not a rank of {workers} worker(s)")
-            if "://" in self.output_dir:
-                raise ConfigError("fault", "the test-only fault switch needs a local output_dir (its marker file)")
-            max_steps = self.training.max_steps
-            if max_steps is not None and self.fault.at_step > max_steps:
-                raise ConfigError("fault.at_step", f"{self.fault.at_step} is beyond training.max_steps = {max_steps}")
-
-
-def _bare_message(err: ConfigError) -> str:
-    """A ConfigError's message without its field prefix and 'allowed' suffix (to re-raise it renamed)."""
-    text = str(err).removeprefix(f"{err.field}: ")
-    if err.allowed is not None:
-        text = text.removesuffix(f" (allowed: {', '.join(map(str, err.allowed))})")
-    return text
+        held_out = self.evaluation.options.arithmetic if isinstance(self.evaluation, BenchmarkEvaluation) else None
+        if held_out is not None and held_out.train_size is None:
+            raise ConfigError(
+                "evaluation.options.arithmetic.train_size",
+                f"the training set to hold out (its data.size): this run does not train on '{ARITHMETIC}'",
+            )
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

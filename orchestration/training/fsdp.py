@@ -4,12 +4,18 @@
 here with ``fully_shard``: each decoder layer, then the root, on a 1-D device mesh over all workers.
 The frozen base is sharded too (it is most of the memory); adapter weights stay fp32 masters. With
 bf16 the base is loaded in bf16 and compute runs in bf16 while gradients reduce in fp32.
+
+Weights are read once per run: every rank shards an empty (meta-device) model and materialises only its
+shard; rank 0 alone reads the checkpoint and broadcasts it tensor by tensor (:func:`fill_from_rank0`), so
+no other rank ever holds a full copy of the base model.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -47,6 +53,26 @@ def shard_model(model: nn.Module, mesh: DeviceMesh, bf16: bool) -> nn.Module:
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
+
+
+def fill_from_rank0(model: nn.Module, source: nn.Module | None) -> None:
+    """Collective: fill the sharded, materialised ``model`` on every rank from rank 0's ``source``.
+
+    ``source`` (rank 0 only; None elsewhere) is the same architecture unsharded, with real weights and
+    adapters. Torch's state-dict API sends one tensor at a time and each rank keeps only its slice, so a
+    rank's peak is its shard plus the largest single tensor. Non-persistent buffers (rotary ``inv_freq``)
+    are in no state dict: rank 0 sends its own, so every rank holds exactly what the source computed.
+    """
+    full = source.state_dict() if source is not None else {}
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    persistent = set(model.state_dict())
+    source_buffers = dict(source.named_buffers()) if source is not None else {}
+    for name, buffer in model.named_buffers():
+        if name in persistent:
+            continue
+        if source is not None:
+            buffer.copy_(source_buffers[name])
+        dist.broadcast(buffer, src=0)
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float | None) -> float:

@@ -1,34 +1,41 @@
 """``train(config)``: run one fine-tuning job as a Ray Train V2 ``TorchTrainer`` and return its result.
 
-Meant to be called from the CLI and, later, from a Ray Tune function trainable: it takes a validated
-``TrainConfig`` or a plain dict, accepts extra Ray Train ``UserCallback`` s (e.g. Tune's
-``TuneReportCallback``) and an ``on_metrics`` function that sees every report (rank 0's metrics) on the
-driver. It does not start Ray: with no Ray initialised, ``TorchTrainer.fit`` starts a default one.
+Called by ``comol train`` and by the sweep's trial entry: it takes a validated ``TrainConfig`` (the workers get
+that object, pickled by Ray), accepts extra Ray Train ``UserCallback`` s (e.g. Tune's ``TuneReportCallback``)
+and an ``on_metrics`` function that sees every report (rank 0's metrics) on the driver. It does not start
+Ray: with no Ray initialised, ``TorchTrainer.fit`` starts a default one. It changes nothing in this process
+(no environment variables): the run's controller settings travel in the controller's runtime env.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray._common.constants import RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR
+from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.constants import (
+    DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE,
+    HEALTH_CHECK_INTERVAL_S_ENV_VAR,
+    WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+    get_env_vars_to_propagate,
+)
+from ray.train.v2._internal.execution.controller import TrainController
 from ray.util.queue import Empty, Queue
 
 from orchestration.training.config import TrainConfig
 from orchestration.training.loop import train_loop_per_worker
 from orchestration.training.results import TrainingDivergedError, TrainingFailed, TrainResult
 
-START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
-POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 logger = logging.getLogger(__name__)
+WorkerLoop = Callable[[dict[str, Any]], Any]
 
 
 class MetricsRelay(UserCallback):
@@ -49,18 +56,59 @@ def make_run_name(config: TrainConfig) -> str:
     return f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def local_run_dir(config: TrainConfig, run_name: str) -> Path | None:
-    return None if "://" in config.output_dir else Path(config.output_dir) / run_name
+def controller_settings(config: TrainConfig) -> dict[str, str]:
+    """The run's settings that Ray Train's controller reads from its own environment."""
+    return {
+        WORKER_GROUP_START_TIMEOUT_S_ENV_VAR: str(config.resources.start_timeout_s),
+        HEALTH_CHECK_INTERVAL_S_ENV_VAR: str(config.logging.poll_interval_s),
+    }
 
 
-def build_trainer(config: TrainConfig, run_name: str, callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
-    """The TorchTrainer for ``config``: scaling, storage, restarts and checkpoint retention from the config."""
+class RunTrainer(TorchTrainer):
+    """A TorchTrainer whose Train controller gets this run's settings (``controller_env``) in its runtime env.
+
+    Ray Train's controller reads its worker-group start timeout and polling interval from environment variables,
+    which Ray fills from the driver process's ``os.environ`` when it creates the controller actor. Setting them
+    there would change every later run in this process (a sweep's next trial, a test session); giving them to
+    the controller actor as its runtime env keeps them to this run. The actor is created exactly as Ray 2.60's
+    ``DataParallelTrainer._initialize_and_run_controller`` does, with these variables added.
+    """
+
+    def __init__(self, *args: Any, controller_env: dict[str, str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.controller_env = dict(controller_env)
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Result:
+        env_vars = {**get_env_vars_to_propagate(), **self.controller_env}
+        env_vars.setdefault(
+            RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE
+        )
+        controller_cls = ray.remote(
+            num_cpus=0,
+            label_selector={ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()},
+            runtime_env={"env_vars": env_vars},
+        )(TrainController)
+        controller = controller_cls.remote(**controller_init_kwargs)
+        if threading.current_thread() is threading.main_thread():  # Tune trials run in other threads
+            self._register_sigint_handler(controller)
+        ray.get(controller.run.remote())
+        return ray.get(controller.get_result.remote())
+
+
+def build_trainer(
+    config: TrainConfig,
+    run_name: str,
+    callbacks: Sequence[UserCallback] = (),
+    worker_loop: WorkerLoop = train_loop_per_worker,
+) -> TorchTrainer:
+    """The TorchTrainer for ``config``: scaling, storage, restarts and checkpoint retention from the config.
+    ``worker_loop`` is what every worker runs with ``{"config": config}`` (a wrapper of the default, in tests)."""
     res = config.resources
     per_worker = {"CPU": res.cpus_per_worker} | ({"GPU": res.gpus_per_worker} if config.use_gpu else {})
-    run_dir = local_run_dir(config, run_name)
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run_dir) if run_dir else None},
+    return RunTrainer(
+        worker_loop,
+        controller_env=controller_settings(config),
+        train_loop_config={"config": config},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res.num_workers, use_gpu=config.use_gpu, resources_per_worker=per_worker
@@ -76,22 +124,21 @@ def build_trainer(config: TrainConfig, run_name: str, callbacks: Sequence[UserCa
 
 
 def train(
-    config: TrainConfig | Mapping[str, Any],
+    config: TrainConfig,
     *,
     run_name: str | None = None,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     callbacks: Sequence[UserCallback] = (),
+    worker_loop: WorkerLoop = train_loop_per_worker,
 ) -> TrainResult:
-    """Train one adapter; blocks until done. ``on_metrics`` runs on a driver thread for every report.
+    """Train one adapter from a validated config; blocks until done. ``on_metrics`` runs on a driver thread for
+    every report.
 
-    Raises ConfigError for a bad config (before any Ray call), TrainingDivergedError for a non-finite
-    loss, TrainingFailed when the workers failed more often than ``resources.max_failures``.
+    Raises TrainingDivergedError for a non-finite loss, TrainingFailed when the workers failed more often than
+    ``resources.max_failures``.
     """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    cfg = config
     name = run_name or cfg.run_name or make_run_name(cfg)
-    # Both are read by the Ray Train controller, which gets the driver's values of these variables.
-    os.environ[START_TIMEOUT_ENV] = str(cfg.resources.start_timeout_s)
-    os.environ[POLL_INTERVAL_ENV] = str(cfg.logging.poll_interval_s)
     queue = Queue(actor_options={"num_cpus": 0})
     history: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -113,7 +160,7 @@ def train(
 
     drainer = threading.Thread(target=drain, name="comol-metrics", daemon=True)
     drainer.start()
-    trainer = build_trainer(cfg, name, [MetricsRelay(queue), *callbacks])
+    trainer = build_trainer(cfg, name, [MetricsRelay(queue), *callbacks], worker_loop)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:

@@ -28,7 +28,6 @@ from orchestration.training.checkpointing import (
     write_checkpoint,
 )
 from orchestration.training.config import TrainConfig
-from orchestration.training.fault import maybe_fire
 from orchestration.training.hooks import resolve_hook, run_post_training_hook
 from orchestration.training.metrics import Throughput, mfu, peak_flops, peak_memory_gb
 from orchestration.training.setup import TrainData, build_data, build_model, build_optimizer
@@ -44,9 +43,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 class _Worker:
     """The state of one rank for one attempt (a restart builds a new one)."""
 
-    def __init__(self, loop_config: dict[str, Any]):
-        self.config = TrainConfig.from_dict(loop_config["config"])
-        self.run_dir = Path(loop_config["run_dir"]) if loop_config.get("run_dir") else None
+    def __init__(self, config: TrainConfig):
+        self.config = config
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -148,7 +146,7 @@ class _Worker:
         return metrics
 
     def evaluate_final(self, adapter_dir: Path | None) -> dict[str, float]:
-        """The post-training hook (issue 5's evaluation), on every rank; see hooks.py."""
+        """The post-training evaluation hook, on every rank; see hooks.py."""
         return run_post_training_hook(
             self.config.evaluation,
             adapter_dir,
@@ -167,7 +165,6 @@ class _Worker:
         meter, window = Throughput(), []
         metrics = self.base_metrics(self.start_step)
         for step in range(self.start_step + 1, total + 1):
-            maybe_fire(cfg.fault, self.run_dir, self.rank, step)
             # Dropout randomness is a function of (seed, step, rank): a resumed run replays it exactly.
             torch.manual_seed(cfg.training.seed * 1_000_003 + step * 7_919 + self.rank)
             stats = train_step(
@@ -216,8 +213,8 @@ class _Worker:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train entry: ``{"config": TrainConfig dict, "run_dir": local run folder or None}``.
+    """Ray Train entry: ``{"config": the validated TrainConfig}`` (pickled by Ray, not validated again).
 
     Every rank returns the same summary (metrics are all-reduced): Ray hands back its first worker's.
     """
-    return _Worker(loop_config).run()
+    return _Worker(loop_config["config"]).run()

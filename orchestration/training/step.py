@@ -4,7 +4,9 @@ The LM loss is the mean over every label token of the GLOBAL batch (all micro-ba
 each micro-batch contributes ``sum(token losses) / global_label_tokens``, times the world size
 because FSDP averages gradients over ranks. So 1 worker × 4 examples and 2 workers × 2 examples
 produce the same update, whatever the padding. The adapters' auxiliary loss (``comol.aux_loss``,
-zero for CoMoL and LoRA) is averaged over micro-batches and ranks.
+zero for CoMoL and LoRA) is averaged over micro-batches and ranks. After each micro-batch's backward,
+``comol.after_backward`` applies the adapters' non-gradient updates (FlyLoRA's balancing bias, its load
+summed over ranks there, so no adapter forward runs a collective).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from comol import aux_loss
+from comol import after_backward, aux_loss, takes_prompt_mask
 from orchestration.data.tokenize import IGNORE_INDEX
 from orchestration.training.fsdp import clip_grad_norm
 
@@ -49,6 +51,8 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     predicts = torch.zeros_like(labels, dtype=torch.bool)
     predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if "prompt_mask" in batch and takes_prompt_mask(model):  # SMEAR routes each example on its prompt
+        inputs["prompt_mask"] = batch["prompt_mask"]
     if _keeps_logits(type(model)):
         logits = model(**inputs, logits_to_keep=predicts).logits.float()  # (label tokens, vocab)
     else:
@@ -96,6 +100,7 @@ def train_step(
         total, _ = token_loss_sum(model, batch)
         aux = aux_loss(model)
         (total * (world_size / global_labels) + aux / accumulation).backward()
+        after_backward(model)
         lm_sum += total.detach().double()
         aux_sum += aux.detach().double() / accumulation
     grad_norm = clip_grad_norm(params, max_grad_norm)

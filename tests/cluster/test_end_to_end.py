@@ -1,6 +1,6 @@
 """The cluster without Docker, end to end: the roles of docker-compose.yml as real processes on this machine.
 
-PostgreSQL (Debian's server binaries) → ``docker/mlflow-entrypoint.sh`` (MLflow, basic auth, PostgreSQL
+PostgreSQL (the dev extras' server binaries) → ``docker/mlflow-entrypoint.sh`` (MLflow, basic auth, PostgreSQL
 backend, proxied artifacts) → ``docker/mlflow_create_user.py`` (the non-admin account jobs use) → a Ray
 head holding no CPU and a worker node, each given the environment compose gives its nodes (tracking URI and
 account, COMOL_STORAGE_PATH, token auth) → ``ray job submit --working-dir <repo> -- comol sweep`` of the

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from eval_helpers import char_tokenizer
-from tiny_models import tiny_model
+from tiny_models import byte_tokenizer, tiny_model
 
 from comol.errors import ConfigError
 from orchestration.evaluation.benchmarks import (
@@ -25,7 +24,7 @@ PROMPTS = ["Hello there, how are", "x", "A much longer prompt, so that the other
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return char_tokenizer()
+    return byte_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +64,18 @@ def test_n_samples_per_prompt_and_seed(model, tokenizer):
     assert [len(samples) for samples in first] == [4, 4, 4]
     assert len(set(first[2])) > 1  # samples differ from each other
     assert generate(model, tokenizer, PROMPTS, config, progress=False) == first  # seeded
+
+
+def test_seeded_sampling_leaves_the_process_wide_rng_alone(model, tokenizer):
+    """A seeded evaluation draws from its own generator: code around it keeps its own random stream."""
+    config = GenerationConfig(max_new_tokens=4, do_sample=True, num_samples=2, seed=3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = generate(model, tokenizer, PROMPTS[:2], config, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(999)  # whatever the global state, the seeded samples are the same
+    assert generate(model, tokenizer, PROMPTS[:2], config, progress=False) == first
 
 
 def test_stops_at_eos(model, tokenizer):
@@ -153,3 +164,33 @@ def test_arithmetic_evaluation_is_held_out_and_shards_like_the_whole(model, toke
     ]
     with pytest.raises(ConfigError, match=r"evaluation\.options\.arithmetic"):
         training_hook(model, tokenizer, {"math": [], "arithmetic": {"size": 6}}, rank=0, world_size=1, device=None)
+
+
+@pytest.mark.parametrize("config_cache", [True, False], ids=["cache-on", "cache-off-in-config"])
+def test_smear_generation_continues_the_route_it_was_trained_with(tokenizer, config_cache):
+    """Batched generation equals greedy decoding by full teacher-forced forwards with the prompt mask (how
+    training routes), also when the model's config turns the KV cache off, as training sets it."""
+    from comol import inject_adapter, make_config
+
+    model = inject_adapter(tiny_model(seed=3), make_config("smear", r=4, num_experts=3))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # B starts at zero: give the experts and the router weight
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    model.config.use_cache = model.generation_config.use_cache = config_cache
+    new_tokens = 10
+    completions = generate(model, tokenizer, PROMPTS, GenerationConfig(new_tokens, batch_size=3), progress=False)
+    eos = {tokenizer.eos_token_id, model.generation_config.eos_token_id}
+    for prompt, [completion] in zip(PROMPTS, completions, strict=True):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = list(prompt_ids)
+        with torch.no_grad():
+            for _ in range(new_tokens):
+                prompt_mask = torch.tensor([[1] * len(prompt_ids) + [0] * (len(ids) - len(prompt_ids))])
+                ids.append(int(model(torch.tensor([ids]), prompt_mask=prompt_mask).logits[0, -1].argmax()))
+                if ids[-1] in eos:
+                    ids.pop()
+                    break
+        assert completion == tokenizer.decode(ids[len(prompt_ids) :], skip_special_tokens=True)
+    assert any(len(c[0]) > 3 for c in completions)

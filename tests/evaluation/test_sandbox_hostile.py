@@ -2,12 +2,16 @@
 
 Every hostile program defines ``add`` so that it returns the right answer only if its attack worked: a
 "passed" verdict would mean a breach. Around the verdicts, the test checks the evaluator's side directly:
-files intact, no connection reached the listener, no process of the throw-away uid left, evaluator alive.
+files intact, the evaluator's kernel key intact, no connection reached the listener, no process of the
+throw-away uid left, evaluator alive.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import platform
 import socket
 import tempfile
 import textwrap
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.evaluation._harness import KEY_SYSCALLS
 from orchestration.evaluation.sandbox import (
     STRONG_LAYERS,
     CheckTask,
@@ -28,6 +33,23 @@ from orchestration.evaluation.sandbox import (
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
 SECRET_NAME = "COMOL_SANDBOX_TEST_SECRET"
 LIMITS = SandboxLimits(timeout_s=4.0, cpu_s=3)
+
+_, ADD_KEY, _, KEYCTL = KEY_SYSCALLS[platform.machine()]  # the kernel's key syscalls: libc has no wrapper
+KEY_SPEC_SESSION_KEYRING = -3
+KEYCTL_REVOKE, KEYCTL_UNLINK, KEYCTL_SEARCH, KEYCTL_READ = 3, 9, 10, 11
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _syscall(number: int, *args: int | bytes | None) -> int:
+    """``syscall(2)`` with every integer passed as a C long (what the kernel reads), bytes as pointers."""
+    return _LIBC.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+
+
+def read_key(key_id: int) -> bytes | None:
+    buffer = ctypes.create_string_buffer(256)
+    size = _syscall(KEYCTL, KEYCTL_READ, key_id, buffer, len(buffer))
+    return buffer.raw[:size] if size >= 0 else None
+
 
 HOSTILE = {
     "fork_bomb": """
@@ -147,6 +169,28 @@ HOSTILE = {
                     pass
             return a + b if hits else a + b + 1
         """,
+    "keyring_secret": """
+        import ctypes
+        breaches = []  # across calls: the first one may leave nothing for the second to find
+        def add(a, b):
+            libc = ctypes.CDLL(None, use_errno=True)
+            def keyctl(*args):
+                return libc.syscall(*(ctypes.c_long(x) if isinstance(x, int) else x for x in ({keyctl}, *args)))
+            buffer = ctypes.create_string_buffer(256)
+            size = keyctl(11, {key_id}, buffer, 256)  # KEYCTL_READ the evaluator's key by its id
+            breaches.append(size > 0 and {key_secret!r}.encode() in buffer.raw[:size])
+            breaches.append(keyctl(10, -3, b"user", {key_name!r}.encode(), 0) > 0)  # KEYCTL_SEARCH the session
+            try:
+                with open("/proc/keys") as handle:  # lists every key this process may view
+                    breaches.append({key_name!r} in handle.read())
+            except OSError:
+                pass
+            breaches.append(keyctl(2, {key_id}, b"overwritten", 11) == 0)  # KEYCTL_UPDATE its payload
+            breaches.append(keyctl(9, {key_id}, -3) == 0)  # KEYCTL_UNLINK it from the session keyring
+            keyctl(7, -3)  # KEYCTL_CLEAR the session keyring (the test checks the evaluator's is intact)
+            breaches.append(keyctl(3, {key_id}) == 0)  # KEYCTL_REVOKE it
+            return a + b if any(breaches) else a + b + 1
+        """,
     "regain_root": """
         import os
         def add(a, b):
@@ -247,6 +291,11 @@ def victims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
+    key_name, key_secret = f"comol-sandbox-test-{os.getpid()}-{time.monotonic_ns()}", "k3y-s3cret"
+    key_id = _syscall(
+        ADD_KEY, b"user", key_name.encode(), key_secret.encode(), len(key_secret), KEY_SPEC_SESSION_KEYRING
+    )
+    assert key_id > 0, os.strerror(ctypes.get_errno())
     yield {
         "target_dir": str(target_dir),
         "target_file": str(target_file),
@@ -254,9 +303,15 @@ def victims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "secret_name": SECRET_NAME,
         "port": listener.getsockname()[1],
         "evaluator_pid": os.getpid(),
+        "keyctl": KEYCTL,
+        "key_id": key_id,
+        "key_name": key_name,
+        "key_secret": key_secret,
         "listener": listener,
     }
     listener.close()
+    _syscall(KEYCTL, KEYCTL_REVOKE, key_id)  # gone from the evaluator's keyring too (fails if already revoked)
+    _syscall(KEYCTL, KEYCTL_UNLINK, key_id, KEY_SPEC_SESSION_KEYRING)
 
 
 def test_sandbox_reports_every_isolation_layer():
@@ -264,6 +319,23 @@ def test_sandbox_reports_every_isolation_layer():
     assert verdict.passed, verdict
     for layer in STRONG_LAYERS:
         assert any(name.startswith(layer) for name in verdict.layers), (layer, verdict.layers)
+
+
+def test_key_syscalls_fail_inside():
+    """The seccomp layer on its own: behind the fresh keyring, even the program's own keys are out of reach."""
+    program = textwrap.dedent(f"""
+        import ctypes
+        def key_errors():
+            libc = ctypes.CDLL(None, use_errno=True)
+            errors = []
+            for args in (({ADD_KEY}, b"user", b"mine", b"x", 1, -3), ({KEYCTL}, 0, -3, 1)):  # add; get the keyring
+                result = libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+                errors.append(ctypes.get_errno() if result < 0 else 0)
+            return errors
+        """)
+    test = f"def check(candidate):\n    assert candidate() == [{errno.EPERM}, {errno.EPERM}]\n"
+    verdict = run_check(program, test, "key_errors")
+    assert verdict.passed, verdict
 
 
 def test_hostile_completions_are_contained(victims):
@@ -289,6 +361,10 @@ def test_hostile_completions_are_contained(victims):
     assert Path(victims["target_file"]).read_text() == "original"
     assert sorted(os.listdir(victims["target_dir"])) == ["keep.txt"]
     assert not Path(tempfile.gettempdir(), "escape.txt").exists()
+    # The key the evaluator holds in its session keyring is still there, linked and unchanged.
+    assert read_key(victims["key_id"]) == victims["key_secret"].encode()
+    found = _syscall(KEYCTL, KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, b"user", victims["key_name"].encode(), 0)
+    assert found == victims["key_id"]
     # No connection reached the evaluator's listener.
     with pytest.raises(BlockingIOError):
         victims["listener"].accept()
@@ -305,6 +381,7 @@ CONTROL = (
     "delete_files",
     "read_environment",
     "read_secret_file",
+    "keyring_secret",
     "socket_python",
     "socket_ctypes_bypassing_audit_hook",
     "regain_root",
@@ -326,3 +403,37 @@ def test_the_attacks_work_without_the_sandbox(victims):
         result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=cwd)
         assert result.stdout.strip() == "5", (name, result.stdout, result.stderr)
     victims["listener"].accept()[0].close()  # the unconfined connections did arrive
+    assert read_key(victims["key_id"]) is None  # and the unconfined program revoked the evaluator's key
+
+
+COLLIDING_REPLY = """
+class Colliding(set):  # crosses as a set, iterated here without ever being built
+    def __iter__(self):
+        return iter([k * (2**61 - 1) for k in range(1, 40001)])  # all hash to 0: a set of them takes n**2 steps
+def add(a, b):
+    return Colliding()
+"""
+
+
+def test_a_reply_built_to_collide_is_decoded_within_the_deadline():
+    verdict = run_check(COLLIDING_REPLY, TEST, "add", limits=LIMITS)
+    assert verdict.status == "timeout", verdict
+    assert verdict.seconds < LIMITS.timeout_s + 5, verdict  # + closing: kill, reap, remove (a loaded machine)
+
+
+# Replies past the bounds on their structure: refused while decoding, long before any deadline.
+OVERSIZED_REPLIES = {
+    "too many items": ("return [[1, 2]] * 600", "too many items"),
+    "nested too deeply": ("x = []\n    for _ in range(300):\n        x = [x]\n    return x", "nested too deeply"),
+    "too many bytes": ("return 'x' * (2 << 20)", "larger than max_reply_bytes"),
+}
+
+
+def test_replies_beyond_the_structure_bounds_are_refused():
+    limits = SandboxLimits(timeout_s=30.0, max_reply_items=1000, max_reply_bytes=1 << 20)
+    names = list(OVERSIZED_REPLIES)
+    programs = [f"def add(a, b):\n    {OVERSIZED_REPLIES[name][0]}\n" for name in names]
+    verdicts = run_checks([CheckTask(program, TEST, "add", limits=limits) for program in programs], workers=2)
+    for name, verdict in zip(names, verdicts, strict=True):
+        assert verdict.status == "failed" and OVERSIZED_REPLIES[name][1] in verdict.detail, (name, verdict)
+        assert verdict.seconds < 15, (name, verdict)

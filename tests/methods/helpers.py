@@ -9,7 +9,9 @@ from comol.methods import METHODS, AdapterLayer, make_config
 
 
 def make_layer(method: str, n: int = 12, m: int = 10, seed: int = 0, random: bool = True, **fields) -> AdapterLayer:
-    """One adapted ``nn.Linear(n, m)``; ``random`` gives every trainable tensor random values (B included)."""
+    """One adapted ``nn.Linear(n, m)``; ``random`` gives every trainable tensor random values (B included).
+    Dropout is 0 unless asked for (the methods default to 0.1): formula checks need a deterministic path."""
+    fields.setdefault("dropout", 0.0)
     torch.manual_seed(seed)
     layer = METHODS[method].layer_cls(nn.Linear(n, m).requires_grad_(False), make_config(method, **fields))
     if random:

@@ -41,12 +41,26 @@ def test_adamole_threshold_and_renormalised_weights():
     w = (p - tau) * (p >= tau)
     w = w / w.sum(-1, keepdim=True)
     torch.testing.assert_close(layer(x), by_hand(layer, x, w), rtol=1e-5, atol=1e-5)
-    _, active, weights = layer.gates(x)
+    adapted, active, weights = layer.gates(x)
+    torch.testing.assert_close(adapted, p - tau)
     assert active.any(-1).all(), "every token keeps at least one expert (τ < 1/N ≤ max p)"
     assert (~active).any(), "the test needs some experts below the threshold"
     assert torch.all(weights[~active] == 0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(64))
     assert head.weight.shape == (1, 12) and head.bias.shape == (1,)  # n + 1 parameters
+
+
+def test_adamole_balancing_loss_is_the_authors():
+    """As DCDmllm/CoMoL src/adamole/layer.py: N · Σ f_i · mean(p_i − τ), f_i the share of tokens keeping i."""
+    layer = make_layer("adamole", r=3, num_experts=4, aux_loss_coef=0.01)
+    x = torch.randn(64, 12)
+    layer(x)
+    p = torch.softmax(x @ layer._get("adamole_router").weight.T, dim=-1)
+    head = layer._get("adamole_threshold")
+    tau = torch.sigmoid(x @ head.weight.T + head.bias) / 4
+    fraction = (p >= tau).float().sum(0) / 64
+    expected = 0.01 * 4 * (fraction * (p - tau).mean(0)).sum()
+    torch.testing.assert_close(layer.aux_loss(), expected)
 
 
 def test_adamole_gradients_reach_the_threshold_and_aux_loss():
@@ -60,10 +74,12 @@ def test_adamole_gradients_reach_the_threshold_and_aux_loss():
     assert layer._get("adamole_threshold").weight.grad.abs().sum() > 0
 
 
-def test_load_balancing_loss_is_one_when_balanced_and_grows_with_imbalance():
+def test_load_balancing_loss_is_k_when_balanced_and_grows_with_imbalance():
     uniform = torch.full((8, 4), 0.25)
-    balanced = torch.eye(4).repeat(2, 1).bool()
+    balanced = torch.eye(4).repeat(2, 1).bool()  # one expert per token, each expert equally often
     assert load_balancing_loss(uniform, balanced).item() == pytest.approx(1.0)
+    top2 = (torch.eye(4) + torch.eye(4).roll(1, 0)).repeat(2, 1).bool()  # two experts per token, balanced
+    assert load_balancing_loss(uniform, top2).item() == pytest.approx(2.0)
     skewed = torch.tensor([[0.7, 0.1, 0.1, 0.1]]).repeat(8, 1)
     all_first = torch.zeros(8, 4, dtype=torch.bool)
     all_first[:, 0] = True

@@ -40,13 +40,15 @@ def test_experts_a_token_did_not_choose_do_not_touch_it():
         assert (grad[:, i * 3 : (i + 1) * 3].abs().sum() > 0) == (i not in unused)
 
 
-def test_switch_loss_is_the_coefficient_times_n_sum_f_p():
+def test_switch_loss_is_the_authors_n_sum_f_p_with_f_summing_to_k():
+    """As DCDmllm/CoMoL src/mole/layer.py: f_i = (tokens that picked expert i) / tokens, so Σ f_i = k = 2."""
     layer = make_layer("mola", r=3, num_experts=4, aux_loss_coef=0.01)
     x = torch.randn(50, 12)
     layer(x)
     probs, top_i, _ = layer.gates(x)
-    share = torch.bincount(top_i.flatten(), minlength=4).float() / top_i.numel()
-    expected = 0.01 * 4 * (share * probs.mean(0)).sum()
+    fraction = torch.bincount(top_i.flatten(), minlength=4).float() / 50
+    assert fraction.sum().item() == pytest.approx(2.0)
+    expected = 0.01 * 4 * (fraction * probs.mean(0)).sum()
     torch.testing.assert_close(layer.aux_loss(), expected)
     layer.aux_loss().backward()  # differentiable through P_i: reaches the router
     assert layer._get("mola_router").weight.grad.abs().sum() > 0
@@ -90,7 +92,7 @@ def test_schedule_on_qwen3_8b_quarters():
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"num_experts": 4, "expert_schedule": "2,4"}, "experts"),
+        ({"num_experts": 4, "expert_schedule": "2,4"}, "num_experts"),
         ({"expert_schedule": "2,x"}, "expert_schedule"),
         ({"expert_schedule": "2,0"}, "expert_schedule"),
         ({"expert_schedule": ""}, "expert_schedule"),

@@ -13,9 +13,8 @@ from tiny_models import tiny_config
 from comol import METHODS
 from orchestration.cli import main
 
-# config field → CLI flag, for the fields the method cases set
-FLAGS = {"r": "--rank", "num_experts": "--experts", "core_routing": "--no-core-routing"}
-FLAGS |= {"expert_schedule": "--expert-schedule", "top_k": "--top-k"}
+# A setting's flag is its field name with '-' for '_' (a True-by-default switch is turned off by --no-<name>).
+FLAGS = {"core_routing": "--no-core-routing"}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
 
 
@@ -39,7 +38,7 @@ def case_flags(config: dict) -> list[str]:
             argv.append(FLAGS[field])
         else:
             value = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-            argv += [FLAGS[field], value]
+            argv += ["--" + field.replace("_", "-"), value]
     return argv
 
 
@@ -76,12 +75,16 @@ def test_readable_table_for_every_method(capsys, tiny_config_file):
         (["--method", "hydralora", "--expert-schedule", "2,4"], "--expert-schedule: is not used by method"),
         (["--method", "molora", "--aux-loss-coef", "0.1"], "--aux-loss-coef: is not used by method 'molora'"),
         (["--method", "mola", "--experts", "4", "--expert-schedule", "2,4"], "not both"),
-        (["--method", "mola", "--expert-schedule", "2,four"], "expert_schedule: must be"),
-        (["--method", "mola", "--experts", "4", "--top-k", "5"], "top_k: 5 exceeds the expert count 4"),
-        (["--method", "flylora", "--rank", "4", "--top-k", "8"], "top_k: 8 exceeds the rank 4"),
-        (["--method", "adamole", "--experts", "0"], "experts: must be an integer >= 1"),
-        (["--method", "adamole", "--aux-loss-coef", "-1"], "aux_loss_coef: must be a finite number >= 0"),
-        (["--method", "smear", "--rank", "0"], "rank: must be a positive integer"),
+        (["--method", "mola", "--experts", "4", "--expert-schedule", "2,4"], "--experts: give either"),
+        (["--method", "mola", "--expert-schedule", "2,four"], "--expert-schedule: must be"),
+        (["--method", "mola", "--experts", "4", "--top-k", "5"], "--top-k: 5 exceeds the expert count 4"),
+        (["--method", "flylora", "--rank", "4", "--top-k", "8"], "--top-k: 8 exceeds the rank 4"),
+        (["--method", "adamole", "--experts", "0"], "--experts: must be an integer >= 1"),
+        (["--method", "adamole", "--num-experts", "0"], "--num-experts: must be an integer >= 1"),
+        (["--method", "adamole", "--aux-loss-coef", "-1"], "--aux-loss-coef: must be a finite number >= 0"),
+        (["--method", "smear", "--rank", "0"], "--rank: must be a positive integer"),
+        (["--method", "smear", "--r", "0"], "--r: must be a positive integer"),
+        (["--method", "lora", "--num-experts", "4"], "--num-experts: is not used by method 'lora'"),
     ],
 )
 def test_bad_flags_fail_clearly(argv, message, capsys, tiny_config_file):
@@ -95,3 +98,31 @@ def test_the_installed_command_exits_non_zero(tiny_config_file):
     done = subprocess.run([*cmd, "--method", "lora", "--experts", "4"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "--experts: is not used by method 'lora'" in done.stderr
+
+
+def test_every_setting_of_every_method_is_a_flag_under_its_field_name_and_aliases(capsys, tiny_config_file):
+    """Flags are derived from the config dataclasses: a field added to a method is a flag without more code."""
+    import argparse
+
+    from comol.cli.params import add_arguments
+    from comol.methods import all_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for name, per_method in all_settings().items():
+        setting = next(iter(per_method.values()))
+        prefix = "--no-" if setting.scalar is bool and setting.default else "--"
+        for spelling in setting.spellings:
+            assert prefix + spelling.replace("_", "-") in flags, (name, spelling)
+    assert {"--rank", "--r", "--experts", "--num-experts", "--targets", "--target-modules"} <= flags
+    code, out, _ = run_params(capsys, "--model-config", str(tiny_config_file), "--method", "comol", "--json")
+    default = json.loads(out)
+    code, out, _ = run_params(
+        capsys, "--model-config", str(tiny_config_file), "--method", "comol", "--json", "--num-experts", "3", "--r", "4"
+    )
+    aliased = run_params(
+        capsys, "--model-config", str(tiny_config_file), "--method", "comol", "--json", "--experts", "3", "--rank", "4"
+    )
+    assert code == 0 and aliased[0] == 0 and json.loads(out) == json.loads(aliased[1]) != default
+    assert json.loads(out)["adapter"]["num_experts"] == 3 and json.loads(out)["adapter"]["r"] == 4

@@ -1,8 +1,11 @@
-"""Write a real sweep record to a real MLflow server, exactly as ``orchestration.tracking.schema`` lays it out.
+"""Write a real sweep record to a real MLflow server through the product's own writer.
 
-No fakes: every child run carries a real adapter (PEFT layout) saved from a tiny model whose base lives
-in a local folder (``save_pretrained``), the params/tags/metrics the sweep writer logs, and chosen metric
-values so the tests know the right answers. ``trial_model`` rebuilds any trial's exact model.
+No hand-written tags or params: the sweep is planned from a spec by ``orchestration.sweep.space`` (so every
+trial has the config_id, run name and validated config a sweep gives it) and each trial is recorded by
+``trainable.record_trial`` with ``SweepTracker`` / ``TrialRecorder``, exactly as a sweep records it. Only the
+trial body is the test's: instead of training, it saves an adapter whose weights are a function of the seed
+(non-zero B, so it really changes the outputs) and returns chosen metric values, so the tests know the right
+answers. ``trial_model`` rebuilds any trial's exact model.
 """
 
 from __future__ import annotations
@@ -15,50 +18,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from tiny_models import tiny_model
+from tiny_models import save_tiny_model
 
-from comol import count_cost, inject_adapter, make_config, save_adapter
+from comol import inject_adapter, make_config, save_adapter
 from orchestration.models import load_model
+from orchestration.sweep.space import TrialPlan, plan, resolve_trial
+from orchestration.sweep.spec import parse_spec
+from orchestration.sweep.trainable import SweepContext, TrialOutcome, record_trial
 from orchestration.tracking import schema
+from orchestration.tracking.writer import SweepTracker, TrialRecorder
 
 BENCHMARKS = ("addsub", "gsm8k", "svamp")
 
 
-def char_tokenizer():
-    """A character-level fast tokenizer (100 ids, fits the tiny model's 128) built offline."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0..3; LlamaConfig's defaults are bos=1, eos=2
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-
-
 def save_tiny_base(directory: Path) -> Path:
-    """A tiny Llama and its tokenizer saved with save_pretrained: the base a local path names."""
-    model = tiny_model("llama", seed=0, max_position_embeddings=512)  # room for the Alpaca prompt in characters
-    model.save_pretrained(directory, safe_serialization=True)
-    char_tokenizer().save_pretrained(directory)
-    return directory
-
-
-def trial_config(base: Path, method: str, adapter: dict, seed: int) -> dict:
-    """The resolved trial config as the sweep writer records it (nested; seeds under training/data)."""
-    return {
-        "name": "report-test",
-        "model": str(base),
-        "method": method,
-        "adapter": dict(adapter),
-        "training": {"seed": seed, "lr": 1e-4, "batch_size": 4, "max_steps": 2},
-        "data": {"source": "arithmetic", "size": 32},
-    }
+    """The tiny Llama and the tests' tokenizer saved with save_pretrained: the base a local path names."""
+    return save_tiny_model(directory)
 
 
 def trial_model(base: Path, method: str, adapter: dict, seed: int):
@@ -82,7 +57,7 @@ def hash_config(method: str, adapter: dict) -> int:
 @dataclass
 class Trial:
     method: str
-    adapter: dict
+    adapter: dict  # axis values of the configuration (adapter settings by field name)
     averages: list[float]  # eval/average per seed; the per-benchmark values are spread around it
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
@@ -104,92 +79,87 @@ def benchmark_values(average: float, rng: np.random.Generator) -> dict[str, floa
     return {schema.accuracy_metric(b): float(v) for b, v in zip(BENCHMARKS, values, strict=True)}
 
 
+def sweep_spec(sweep: str, base: Path, trials: list[Trial]) -> dict:
+    """A grid spec whose variants are the trials' configurations (every trial shares the sweep's seeds)."""
+    return {
+        "name": sweep,
+        "entry": "smoke",
+        "seeds": trials[0].seeds,
+        "train": {
+            "model": str(base),
+            "data": {"source": "arithmetic", "size": 32},
+            "training": {"lr": 1e-4, "batch_size": 4, "max_steps": 2},
+        },
+        "search": {"grid": {"variants": [{"method": t.method, **t.adapter} for t in trials]}},
+    }
+
+
+def finished_body(trial: Trial, average: float, sweep: str):
+    """A trial body that does not train: the trial's chosen metrics, its seed's adapter and one step of loss."""
+
+    def body(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
+        model, adapter_config = trial_model(Path(plan.train.model), trial.method, trial.adapter, plan.seed)
+        recorder.log_step({"train/loss": 2.0}, 1)
+        rng = np.random.default_rng(zlib.crc32(f"{sweep}/{plan.config_id}/{plan.seed}".encode()))
+        metrics = {
+            **benchmark_values(average, rng),
+            schema.METRIC_AVERAGE: average,
+            schema.METRIC_TRAIN_TIME: 10.0 + plan.seed + trial.adapter["r"],
+        }
+        adapter_dir = save_adapter(model, workdir / "adapter", adapter_config)
+        return TrialOutcome(metrics, adapter_dir, [], 1, {"train/loss": 2.0})
+
+    return body
+
+
+def failing_body(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> TrialOutcome:
+    """A trial that logs a better score than anything, then fails: a reader must leave its run out."""
+    recorder.log_step({schema.METRIC_AVERAGE: 0.99}, 1)
+    raise RuntimeError("this trial fails after logging a metric")
+
+
 def write_sweep(
-    client, sweep: str, base: Path, trials: list[Trial], extra_unfinished: bool = True
+    uri: str, sweep: str, base: Path, trials: list[Trial], extra_unfinished: bool = True
 ) -> tuple[str, list[WrittenRun]]:
-    """A parent run and one FINISHED child per (trial, seed), plus (optionally) a FAILED child with a
-    higher score than anything, which a reader must leave out. Runs are written by a few threads: the
-    server round trips, not the CPU, are the cost."""
+    """The sweep's parent run and one FINISHED child per (trial, seed), plus (optionally) a FAILED child with a
+    higher score than anything. Trials are recorded by a few threads: the server round trips are the cost."""
     from concurrent.futures import ThreadPoolExecutor
 
-    experiment_id = client.create_experiment(schema.experiment_name(sweep))
-    parent = client.create_run(
-        experiment_id, tags={schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP: sweep}, run_name=sweep
-    ).info.run_id
-    jobs = [
-        (trial, seed, average) for trial in trials for seed, average in zip(trial.seeds, trial.averages, strict=True)
-    ]
+    spec = parse_spec(sweep_spec(sweep, base, trials))
     with tempfile.TemporaryDirectory() as tmp:
+        sweep_plan = plan(spec, f"{tmp}/train")
+        tracker = SweepTracker(uri, sweep)
+        tracker.ensure_experiment()
+        parent = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
+        context = SweepContext(spec, uri, tracker.experiment_id, parent, tmp, f"{tmp}/train", {})
+        seeds = len(spec.seeds)  # the plan lists each variant's seeds in turn
+        jobs = [
+            (sweep_plan.trials[index * seeds + s], trial, average)
+            for index, trial in enumerate(trials)
+            for s, average in enumerate(trial.averages)
+        ]
 
-        def write_one(job: tuple[Trial, int, float]) -> WrittenRun:
-            trial, seed, average = job
-            config = trial_config(base, trial.method, trial.adapter, seed)
-            cid = schema.config_id(config)
-            model, adapter_config = trial_model(base, trial.method, trial.adapter, seed)
-            cost = count_cost(model)
-            rng = np.random.default_rng(zlib.crc32(f"{sweep}/{cid}/{seed}".encode()))
-            metrics = {
-                **benchmark_values(average, rng),
-                schema.METRIC_AVERAGE: average,
-                schema.METRIC_TRAINABLE: float(cost.trainable),
-                schema.METRIC_FLOPS: float(cost.adapter_flops_per_token),
-                schema.METRIC_TRAIN_TIME: 10.0 + seed + trial.adapter["r"],
-            }
-            tags = {
-                schema.ROLE: schema.ROLE_TRIAL,
-                schema.SWEEP: sweep,
-                schema.CONFIG_ID: cid,
-                schema.SEED: str(seed),
-                schema.METHOD: trial.method,
-                schema.BASE_MODEL: str(base),
-                schema.PARENT_RUN_ID: parent,
-            }
-            run_id = client.create_run(experiment_id, tags=tags, run_name=f"{cid}-s{seed}").info.run_id
-            client.log_batch(
-                run_id,
-                params=[_param(k, v) for k, v in schema.flatten(config).items()],
-                metrics=[_metric(k, v) for k, v in metrics.items()] + [_metric("train/loss", 2.0, step=1)],
+        def write_one(job: tuple[TrialPlan, Trial, float]) -> WrittenRun:
+            trial_plan, trial, average = job
+            recorder = TrialRecorder(context.identity_for(trial_plan)).open()
+            metrics = record_trial(context, trial_plan, recorder, finished_body(trial, average, sweep))
+            return WrittenRun(
+                recorder.run_id, trial_plan.config_id, trial_plan.seed, trial.method, trial.adapter, metrics
             )
-            folder = Path(tmp) / run_id
-            save_adapter(model, folder / schema.ADAPTER_ARTIFACT, adapter_config)
-            (folder / "config").mkdir()
-            (folder / schema.CONFIG_ARTIFACT).write_text(yaml.safe_dump(config))
-            client.log_artifacts(run_id, str(folder))  # adapter/ and config/trial.yaml
-            client.set_terminated(run_id, "FINISHED")
-            return WrittenRun(run_id, cid, seed, trial.method, trial.adapter, metrics)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             written = list(pool.map(write_one, jobs))
-    if extra_unfinished:
-        trial = trials[0]
-        config = trial_config(base, trial.method, trial.adapter, 99)
-        tags = {
-            schema.ROLE: schema.ROLE_TRIAL,
-            schema.SWEEP: sweep,
-            schema.CONFIG_ID: schema.config_id(config),
-            schema.SEED: "99",
-            schema.METHOD: trial.method,
-            schema.PARENT_RUN_ID: parent,
-        }
-        run_id = client.create_run(experiment_id, tags=tags).info.run_id
-        client.log_metric(run_id, schema.METRIC_AVERAGE, 0.99)
-        client.set_terminated(run_id, "FAILED")
-    client.set_terminated(parent, "FINISHED")
+        if extra_unfinished:
+            failed = resolve_trial(spec, sweep_plan.trials[0].point, 99, {}, f"{tmp}/train")
+            recorder = TrialRecorder(context.identity_for(failed)).open()
+            try:
+                record_trial(context, failed, recorder, failing_body)
+            except RuntimeError:
+                pass  # as it should: its run ends FAILED
+            else:
+                raise AssertionError("the failing trial did not fail")
+        tracker.end("FINISHED")
     return parent, written
-
-
-def _param(key: str, value: str):
-    from mlflow.entities import Param
-
-    return Param(key, value)
-
-
-def _metric(key: str, value: float, step: int = 0):
-    import time
-
-    from mlflow.entities import Metric
-
-    return Metric(key, value, int(time.time() * 1000), step)
 
 
 # --- the sweeps the report tests share (written once per server) ------------------------------------------
@@ -221,9 +191,7 @@ class BuiltSweep:
 
 def build_sweep(server_uri: str, base: Path, which: str) -> BuiltSweep:
     """Sweep ``a`` (three seeds, plus a FAILED run to leave out) or ``b`` (fewer seeds) on this server."""
-    from mlflow import MlflowClient
-
     trials = SWEEP_A_TRIALS if which == "a" else SWEEP_B_TRIALS
     name = f"report-test-{which}-{uuid.uuid4().hex[:8]}"
-    parent, runs = write_sweep(MlflowClient(server_uri), name, base, trials, extra_unfinished=which == "a")
+    parent, runs = write_sweep(server_uri, name, base, trials, extra_unfinished=which == "a")
     return BuiltSweep(name, parent, runs, base, trials)

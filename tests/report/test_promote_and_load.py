@@ -15,7 +15,7 @@ from orchestration.registry import promote as promote_module
 from orchestration.registry.loading import load_registered_adapter
 from orchestration.registry.promote import promote
 from orchestration.tracking import schema
-from orchestration.tracking.queries import client_for
+from orchestration.tracking.store import client_for
 
 PROMPTS = ["What is 3 + 4?", "Add 12 and 30.", "Tom has 5 apples and eats 2. How many are left?"]
 
@@ -155,7 +155,7 @@ def test_generate_prints_the_completion(champion, sweep_a, mlflow_server, capsys
 
 def test_median_seed_of_an_even_count_is_the_lower_middle():
     from orchestration.registry.promote import median_run
-    from orchestration.report.runs import TrialRun
+    from orchestration.tracking.reader import TrialRun
 
     runs = [TrialRun(f"r{s}", "c", s, "comol", None, {}, {"m": v}, "") for s, v in enumerate([0.9, 0.1, 0.5, 0.7])]
     assert median_run(runs, "m")[0].seed == 2  # sorted 0.1, 0.5, 0.7, 0.9 → 0.5 (seed 2)

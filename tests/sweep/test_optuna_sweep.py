@@ -27,6 +27,9 @@ def _spec(num_samples: int):
                 "experts": [2, 3],
                 "lr": {"low": 1e-4, "high": 1e-2, "log": True},
             },
+            # A metric only the trial's last report carries (and that without a step): ASHA stops nothing, and
+            # Tune must not require the metric in the per-step reports.
+            "asha": {"metric": "eval/loss", "mode": "min", "time_attr": "step", "max_t": 4, "grace_period": 1},
         }
     }
     data["metric"], data["mode"] = "eval/loss", "min"
@@ -61,7 +64,7 @@ def test_optuna_seed_mean_and_resume(ray_session, mlflow_server, tiny_model_dir,
 
     # A driver killed mid-suggestion leaves an Optuna trial RUNNING: make one, as that driver would have.
     interrupted = study.ask()
-    point = DefineByRun(spec.model_dump(mode="json"))(interrupted)
+    point = DefineByRun(spec)(interrupted)
 
     # Resume with a larger budget: the 2 told configurations stay, the interrupted one runs first, then 1 new.
     second = parse_spec({**first, "search": _spec(4)["search"]})

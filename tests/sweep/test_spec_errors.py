@@ -51,6 +51,26 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("rank-zero", _with("search.grid.rank", [0, 4]), "search.grid.rank", "positive"),
     ("rank-repeated", _with("search.grid.rank", [4, 4]), "search.grid.rank", "repeated"),
     ("rank-not-int", _with("search.grid.rank", ["four"]), "search.grid.rank[0]", "integer"),
+    ("r-zero", _with("search.grid", {"method": ["comol"], "r": [0, 4]}), "search.grid.r", "positive"),
+    ("one-axis-spelled-twice", _with("search.grid", {"rank": [4], "r": [8]}), "search.grid", "one axis"),
+    (
+        "num-experts-on-lora",
+        _with("search.grid", {"method": ["lora"], "num_experts": [4]}),
+        "search.grid.num_experts",
+        "lora",
+    ),
+    (
+        "variant-adapter-repeats-its-axis",
+        _with("search.grid", {"variants": [{"method": "comol", "r": 4, "adapter": {"r": 8}}]}),
+        "search.grid.variants[0].adapter.r",
+        "one place",
+    ),
+    (
+        "variant-adapter-not-a-setting",
+        _with("search.grid", {"variants": [{"method": "lora", "adapter": {"top_k": 2}}]}),
+        "search.grid.variants[0].adapter.top_k",
+        "lora",
+    ),
     ("experts-on-lora", _with("search.grid", {"method": ["lora"], "experts": [4]}), "search.grid.experts", "lora"),
     (
         "routing-on-lora-variant",
@@ -167,7 +187,10 @@ def test_shipped_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {p.name for p in specs} >= {
         "quickstart.yaml",
         "paper_math_qwen3_8b.yaml",
+        "paper_math_qwen3_14b.yaml",
         "paper_code_llama31_8b.yaml",
+        "equal_rank_math_qwen3_8b.yaml",
+        "equal_rank_code_llama31_8b.yaml",
         "ablation_experts.yaml",
         "ablation_rank.yaml",
         "hpo_optuna.yaml",
@@ -177,3 +200,53 @@ def test_shipped_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
         assert plan.configurations >= 2, path
         if spec.search.kind == "grid":
             assert len(plan.trials) == plan.configurations * len(spec.seeds)
+
+
+def test_axes_are_the_config_fields_and_their_aliases_one_configuration_either_way(tmp_path: Path) -> None:
+    """One name per setting: an axis is a config field (``r``, ``num_experts``), the old spellings (``rank``,
+    ``experts``) are the same axis, and a setting no table lists (``dropout``, MoLA's ``top_k``) is an axis too."""
+    from orchestration.sweep.axes import AXES
+
+    assert {"method", "r", "num_experts", "core_routing", "alpha", "alpha_multiplier", "lr"} <= set(AXES)
+    assert AXES["r"].aliases == ("rank",) and AXES["num_experts"].aliases == ("experts",)
+
+    def planned(grid: dict[str, Any]) -> list[Any]:
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(_with("search.grid", grid)))
+        return prepare(path, str(tmp_path / "out"))[2].trials
+
+    aliased = planned({"variants": [{"method": "lora"}, {"method": "comol", "experts": 2}], "rank": [4, 8]})
+    named = planned({"variants": [{"method": "lora"}, {"method": "comol", "num_experts": 2}], "r": [4, 8]})
+    assert [t.key for t in aliased] == [t.key for t in named] and len(named) == 12
+    assert {(t.method, t.train.adapter.r) for t in named} == {(m, r) for m in ("lora", "comol") for r in (4, 8)}
+
+    swept = planned({"variants": [{"method": "mola", "num_experts": 4}], "top_k": [1, 2], "dropout": [0.0, 0.1]})
+    assert {(t.train.adapter.top_k, t.train.adapter.dropout) for t in swept} == {
+        (k, d) for k in (1, 2) for d in (0.0, 0.1)
+    }
+
+
+def test_configurations_keep_the_ids_their_runs_were_recorded_with(tmp_path: Path) -> None:
+    """A configuration's config_id is its identity in MLflow: a resumed sweep finds its finished runs by it. These
+    ids were recorded before the axes, the options and the adapter became typed; a change that moves them must be
+    a deliberate one (it would make a resumed sweep train every configuration again). The dropout is spelled out:
+    its default moved to the authors' 0.1 since, and a configuration that trains with another dropout is another
+    configuration."""
+    spec = {
+        "name": "identity",
+        "train": {
+            "model": "smollm2-135m",
+            "adapter": {"target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
+            "data": {"size": 64, "seed": 3},
+            "training": {"max_steps": 10, "batch_size": 4},
+        },
+        "search": {
+            "grid": {"variants": [{"method": "lora"}, {"method": "comol", "experts": 4, "core_routing": False}]}
+        },
+        "seeds": [0, 1],
+    }
+    spec["search"]["grid"]["rank"] = [8]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    _spec, _paths, plan = prepare(path, "/runs")
+    assert [t.key for t in plan.trials] == ["6dc2a35631ca-s0", "6dc2a35631ca-s1", "d851bccd5d7c-s0", "d851bccd5d7c-s1"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from comol import CoMoLConfig, ConfigError, LoRAConfig
+from orchestration.evaluation.options import BENCHMARK_HOOK
 from orchestration.training.config import TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,9 +76,12 @@ def test_prompt_template_is_one_of_the_templates_and_evaluation_cannot_override_
     assert short.data.prompt_template == "short"
     err = error_of({"data": {"source": "arithmetic", "size": 8, "prompt_template": "chat"}})
     assert err.field == "data.prompt_template" and err.allowed == ["alpaca", "short"]
-    hook = {"hook": "pkg.mod:evaluate", "options": {"prompt_template": "short"}}
-    err = error_of(minimal(data={"source": "arithmetic", "size": 8, "prompt_template": "short"}, evaluation=hook))
-    assert err.field == "evaluation.options.prompt_template" and "data.prompt_template" in str(err)
+    for hook in ("pkg.mod:evaluate", "orchestration.evaluation.benchmarks:training_hook"):  # any hook, the shipped one
+        evaluation = {"hook": hook, "options": {"prompt_template": "short"}}
+        err = error_of(
+            minimal(data={"source": "arithmetic", "size": 8, "prompt_template": "short"}, evaluation=evaluation)
+        )
+        assert err.field == "evaluation.options.prompt_template" and "data.prompt_template" in str(err)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {source: arithmetic, size: 8, prompt_template: Alpaca}\n")
@@ -101,10 +107,8 @@ def test_cross_field_rules():
     err = error_of(minimal(training={"batch_size": 6}, resources={"num_workers": 4}))
     assert err.field == "training.batch_size" and "divisible" in str(err)
     assert error_of({"data": {"source": "arithmetic"}}).field == "data.size"
-    err = error_of(minimal(fault={"rank": 2, "at_step": 1}, resources={"num_workers": 2}))
-    assert err.field == "fault.rank"
-    err = error_of(minimal(fault={"rank": 0, "at_step": 9}, training={"max_steps": 4}))
-    assert err.field == "fault.at_step"
+    err = error_of(minimal(fault={"rank": 2, "at_step": 1}))  # faults are injected by tests, never configured
+    assert err.field == "fault" and "fault" not in err.allowed
     err = error_of(minimal(training={"batch_size": 12}, resources={"num_workers": 6, "shard_size": 4}))
     assert err.field == "resources.shard_size" and err.allowed == [1, 2, 3, 6]
     assert error_of(minimal(resources={"shard_size": 0})).field == "resources.shard_size"
@@ -125,7 +129,44 @@ def test_paths_must_exist_and_become_absolute(tmp_path):
 def test_evaluation_hook_must_name_a_function():
     assert error_of(minimal(evaluation={"hook": "no_colon"})).field == "evaluation.hook"
     config = TrainConfig.from_dict(minimal(evaluation={"hook": "pkg.mod:evaluate", "options": {"n": 3}}))
-    assert config.evaluation.options == {"n": 3}
+    assert config.evaluation.options == {"n": 3}  # a custom hook's options are its own business
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"bogus": 1}, "evaluation.options.bogus"),
+        ({"math": ["gsm8k", "mmlu"]}, "evaluation.options.math[1]"),
+        ({"arithmetic": {"size": 0}}, "evaluation.options.arithmetic.size"),
+        ({"arithmetic": {"sizes": 4}}, "evaluation.options.arithmetic.sizes"),
+        ({"max_new_tokens": 0}, "evaluation.options.max_new_tokens"),
+        ({"postprocess": "fancy"}, "evaluation.options.postprocess"),
+        ({"humaneval": "maybe"}, "evaluation.options.humaneval"),
+    ],
+)
+def test_the_benchmark_hooks_options_are_validated_before_training(options, field):
+    """The shipped hook's options are typed: a bad one names its field at the edge, not after the training."""
+    err = error_of(minimal(evaluation={"hook": BENCHMARK_HOOK, "options": options}))
+    assert err.field == field, str(err)
+
+
+def test_a_validated_config_is_frozen_and_spells_out_the_adapter():
+    config = TrainConfig.from_dict(minimal(adapter={"num_experts": 4}))
+    assert config.adapter == CoMoLConfig(num_experts=4, base_model_name_or_path="smollm2-135m")  # built once, here
+    assert config.model_dump()["adapter"] == {
+        "r": 16,
+        "alpha": 16.0,
+        "dropout": 0.1,  # the authors' default
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+        "num_experts": 4,
+        "core_routing": True,
+    }
+    assert TrainConfig.from_dict(minimal(adapter=config.model_dump()["adapter"])) == config  # defaults or not: one
+    with pytest.raises(ValidationError):
+        config.training = config.training
+    with pytest.raises(ValidationError):
+        config.training.lr = 1.0
+    assert pickle.loads(pickle.dumps(config)) == config  # what Ray ships to the workers
 
 
 def test_yaml_loading_and_overrides(tmp_path):
@@ -145,7 +186,7 @@ def test_yaml_loading_and_overrides(tmp_path):
 
 
 def test_a_validated_config_round_trips_through_a_dict():
-    """Workers rebuild the config from the dict the driver sends; it must validate to the same thing."""
+    """A run's recorded config (its YAML artifact) validates back to the very config that trained."""
     config = load_config(QUICKSTART)
     again = TrainConfig.from_dict(config.model_dump(mode="json"))
     assert again == config
@@ -159,19 +200,19 @@ def test_more_held_out_problems_than_the_pool_has_fail_before_training():
     err = error_of(minimal(evaluation=evaluation))
     assert err.field == "evaluation.options.arithmetic.size" and f"at most {max_held_out()}" in str(err)
     evaluation["options"]["arithmetic"]["size"] = max_held_out()
-    assert (
-        TrainConfig.from_dict(minimal(evaluation=evaluation)).evaluation.options["arithmetic"]["size"] == max_held_out()
-    )
+    assert TrainConfig.from_dict(minimal(evaluation=evaluation)).evaluation.options.arithmetic.size == max_held_out()
 
 
-def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems():
+def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems(tmp_path):
+    data_file = tmp_path / "records.json"
+    data_file.write_text("[]")
     hook = "orchestration.evaluation.benchmarks:training_hook"
     given = {
         "data": {"source": "arithmetic", "size": 300, "seed": 4},
         "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 32}}},
     }
     config = TrainConfig.from_dict(given)
-    assert config.evaluation.options["arithmetic"] == {"size": 32, "train_size": 300, "data_seed": 4}
+    assert config.evaluation.options.arithmetic.model_dump() == {"size": 32, "train_size": 300, "data_seed": 4}
     assert given["evaluation"]["options"]["arithmetic"] == {"size": 32}  # the input is not modified
     no_seed = TrainConfig.from_dict(
         {
@@ -180,4 +221,7 @@ def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems():
             "evaluation": {"hook": hook, "options": {"arithmetic": {"size": 8, "train_size": 50}}},
         }
     )
-    assert no_seed.evaluation.options["arithmetic"] == {"size": 8, "train_size": 50, "data_seed": 9}  # told: kept
+    assert no_seed.evaluation.options.arithmetic.model_dump() == {"size": 8, "train_size": 50, "data_seed": 9}  # kept
+    # Training on another source, the training set to hold out must be given.
+    err = error_of({"data": {"source": str(data_file)}, "evaluation": {"hook": hook, "options": {"arithmetic": {}}}})
+    assert err.field == "evaluation.options.arithmetic.train_size"

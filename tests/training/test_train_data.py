@@ -8,7 +8,7 @@ from typing import get_args
 
 import pytest
 from datasets import Dataset
-from tiny_models import byte_tokenizer
+from tiny_models import byte_tokenizer, save_tiny_model
 
 from comol.errors import ConfigError
 from orchestration.data.arithmetic import arithmetic_records, arithmetic_test_records, max_held_out
@@ -106,10 +106,54 @@ def test_alpaca_json_files_load_with_all_four_columns(shared_data):
 
 
 def test_encode_masks_the_prompt_only_in_response_mode():
-    prompt, response = [5, 6, 7], [8, 9, 1]
-    assert encode(prompt, response, 10, "all") == {"input_ids": [5, 6, 7, 8, 9, 1], "labels": [5, 6, 7, 8, 9, 1]}
-    assert encode(prompt, response, 10, "response")["labels"] == [IGNORE_INDEX] * 3 + [8, 9, 1]
-    assert encode(prompt, response, 4, "response") == {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, -100, 8]}
+    prompt, response, eos = [5, 6, 7], [8, 9], 1
+    assert encode(prompt, response, eos, 10, "all") == {
+        "input_ids": [5, 6, 7, 8, 9, 1],
+        "labels": [5, 6, 7, 8, 9, 1],
+        "prompt_length": 3,
+    }
+    assert encode(prompt, response, eos, 10, "response")["labels"] == [IGNORE_INDEX] * 3 + [8, 9, 1]
+    # cut to the cutoff first, EOS after: a long example still ends with EOS
+    assert encode(prompt, response, eos, 4, "response") == {
+        "input_ids": [5, 6, 7, 8, 1],
+        "labels": [-100, -100, -100, 8, 1],
+        "prompt_length": 3,
+    }
+    # the response cut away entirely: nothing to learn in response mode (the caller drops it)
+    assert set(encode(prompt, response, eos, 3, "response")["labels"]) == {IGNORE_INDEX}
+    assert encode(prompt, response, eos, 2, "all")["input_ids"] == [5, 6, 1]
+
+
+def test_the_prompt_ends_at_the_response_marker_without_a_newline():
+    """The authors' template (data.py): '### Response:' and the output follows directly."""
+    prompt = build_prompt("Add 2 and 3.")
+    assert prompt.endswith("\n\n### Response:")
+    assert build_prompt("Sort these.", "3, 1, 2").endswith("### Input:\n3, 1, 2\n\n### Response:")
+
+
+def test_training_text_is_prompt_then_output_then_eos(shared_data):
+    tokenizer = byte_tokenizer()
+    records = load_records(str(shared_data / "math" / "math_data.train.json"), size=3)
+    tokenized = tokenize_records(records, tokenizer, cutoff_len=4000, labels="all")
+    for record, row in zip(records, tokenized, strict=True):
+        assert row["input_ids"][-1] == tokenizer.eos_token_id
+        assert row["input_ids"][0] == tokenizer.bos_token_id  # the tokenizer's own <s>, as Llama's adds it
+        text = tokenizer.decode(row["input_ids"][1:-1])
+        assert text == build_prompt(record["instruction"], record["input"]) + record["output"]
+        assert "### Response:\n\n" not in text  # the output brings its own newline; the template adds none
+
+
+def test_long_examples_keep_their_eos(shared_data):
+    """Cut to the cutoff, then EOS: an example longer than the cutoff still teaches the model to stop."""
+    tokenizer = byte_tokenizer()
+    records = load_records(str(shared_data / "math" / "math_data.train.json"), size=4)
+    cutoff = max(len(tokenizer(build_prompt(r["instruction"], r["input"]))["input_ids"]) for r in records) + 10
+    for labels in ("all", "response"):
+        cut = tokenize_records(records, tokenizer, cutoff_len=cutoff, labels=labels)
+        assert len(cut) == 4
+        for row in cut:
+            assert len(row["input_ids"]) == cutoff + 1  # every chain of thought here is longer than 10 bytes
+            assert row["input_ids"][-1] == row["labels"][-1] == tokenizer.eos_token_id
 
 
 def test_tokenization_uses_the_spec_prompt_and_ends_with_eos():
@@ -123,11 +167,34 @@ def test_tokenization_uses_the_spec_prompt_and_ends_with_eos():
         assert a["input_ids"] == prompt_ids + answer_ids + [tokenizer.eos_token_id]
         assert a["labels"] == a["input_ids"] and m["input_ids"] == a["input_ids"]
         assert m["labels"] == [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id]
+        assert a["prompt_length"] == m["prompt_length"] == len(prompt_ids)
         assert a["answer"] == record["answer"]
-    # Cut inside the prompt: no label token is left in response mode, so those examples are dropped.
+    # Cut inside the prompt: no response token is left in response mode, so those examples are dropped.
     assert len(tokenize_records(records, tokenizer, cutoff_len=20, labels="response")) == 0
     cut = tokenize_records(records, tokenizer, cutoff_len=20, labels="all")
-    assert len(cut) == 8 and all(len(r["input_ids"]) == 20 for r in cut)
+    eos = tokenizer.eos_token_id
+    assert len(cut) == 8 and all(len(r["input_ids"]) == 21 and r["input_ids"][-1] == eos for r in cut)
+
+
+@pytest.mark.parametrize("template", ["alpaca", "short"])
+def test_training_evaluation_and_generate_feed_the_same_prompt_tokens(tmp_path, template):
+    """The prompt tokens a model trains on are the tokens evaluation and ``comol generate`` give it, in either
+    template."""
+    from transformers import AutoModelForCausalLM
+
+    from orchestration.evaluation.generation import record_prompts
+    from orchestration.registry.generation import complete
+
+    tokenizer = byte_tokenizer()
+    records = Dataset.from_list(arithmetic_records(2, seed=4))
+    row = tokenize_records(records, tokenizer, cutoff_len=1000, labels="all", template=template)[0]
+    trained_prompt = row["input_ids"][: row["prompt_length"]]
+    assert tokenizer(record_prompts([records[0]], template)[0])["input_ids"] == trained_prompt
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_model(tmp_path))
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    complete(model, tokenizer, records[0]["instruction"], max_new_tokens=1, template=template)
+    assert seen[0].tolist() == [trained_prompt]
 
 
 def test_prompt_templates_and_their_record_in_an_adapter_folder(tmp_path):
@@ -208,6 +275,17 @@ def test_collate_pads_right_and_ignores_padding():
     assert batch["input_ids"].tolist() == [[3, 4, 5], [6, 7, 0], [3, 4, 5]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
     assert batch["labels"].tolist() == [[-100, 4, 5], [6, 7, -100], [-100, -100, -100]]
+    assert "prompt_mask" not in batch  # rows without a prompt length: nothing to route on
+
+
+def test_collate_marks_each_prompt():
+    data = Dataset.from_list(
+        [
+            {"input_ids": [3, 4, 5], "labels": [3, 4, 5], "prompt_length": 2},
+            {"input_ids": [6, 7], "labels": [6, 7], "prompt_length": 1},
+        ]
+    )
+    assert collate(data, [0, 1], pad_token_id=0)["prompt_mask"].tolist() == [[1, 1, 0], [1, 0, 0]]
 
 
 def test_the_arithmetic_data_path_prints_nothing(monkeypatch):

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,13 @@ def tiny_config(model_dir: Path, output_dir: Path, workers: int, **extra) -> Tra
         "name": f"tiny{workers}w",
         "model": str(model_dir),
         "method": "comol",
-        "adapter": {"r": 4, "num_experts": 2, "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"]},
+        # dropout 0: ranks draw their own masks, and the 1- vs 2-worker comparison must be exact
+        "adapter": {
+            "r": 4,
+            "num_experts": 2,
+            "dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"],
+        },
         "data": {
             "source": "arithmetic",
             "size": 128,
@@ -104,10 +111,22 @@ def adapter_tensors(adapter_path: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def two_worker_run(ray_cluster, tiny_model_dir, outputs):
+def controller_env_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("controller") / "env.json"
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(ray_cluster, tiny_model_dir, outputs, controller_env_file):
+    from train_helpers import ControllerEnvironment
+
     from orchestration.training.launch import train
 
-    return train(tiny_config(tiny_model_dir, outputs, workers=2))
+    environment = dict(os.environ)
+    result = train(
+        tiny_config(tiny_model_dir, outputs, workers=2), callbacks=[ControllerEnvironment(controller_env_file)]
+    )
+    assert dict(os.environ) == environment  # train() leaves this process's environment as it found it
+    return result
 
 
 def test_bad_config_fails_before_ray_starts(tmp_path):
@@ -167,23 +186,27 @@ def test_two_workers_learn_and_match_one_worker(ray_cluster, tiny_model_dir, out
     assert meta["peft_type"] == "COMOL" and meta["base_model_name_or_path"] == str(tiny_model_dir)
 
 
+def test_the_runs_settings_reach_the_train_controller(two_worker_run, controller_env_file):
+    """Ray Train's controller reads the start timeout and its polling interval from its environment: the run's
+    values get there (in the controller's runtime env), not through this process's environment."""
+    seen = json.loads(controller_env_file.read_text())
+    assert seen == {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60.0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
+
+
 def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
-    ray_cluster, tiny_model_dir, outputs, two_worker_run
+    ray_cluster, tiny_model_dir, outputs, two_worker_run, tmp_path
 ):
+    from train_helpers import kill_rank_after_step
+
     from orchestration.training.launch import train
 
     # Also HSDP with shard groups of one (every worker holds the whole model; only gradients travel): the
     # checkpoint, restart and result must not depend on how the model is sharded.
-    config = tiny_config(
-        tiny_model_dir,
-        outputs,
-        workers=2,
-        name="fault",
-        fault={"rank": 1, "at_step": 6},
-        resources={"shard_size": 1},
-    )
-    result = train(config)
-    assert (Path(result.run_path) / "fault_rank1_step6.fired").is_file()
+    config = tiny_config(tiny_model_dir, outputs, workers=2, name="fault", resources={"shard_size": 1})
+    marker = tmp_path / "rank1-step5.fired"
+    result = train(config, worker_loop=partial(kill_rank_after_step, rank=1, step=5, marker=str(marker)))
+    assert marker.read_text() == "rank 1 exited after reporting step 5\n"  # a real worker process died, once
     # Checkpoints at steps 4 and 8: rank 1 died at the start of step 6, the group restarted from step 4.
     record = [(m["step"], m["resumed_from_step"]) for m in result.history]
     assert result.resumed_from_step == 4, record

@@ -41,7 +41,7 @@ def setup(model_dir, accumulation: int):
     config = TrainConfig.from_dict(
         {
             "model": str(model_dir),
-            "adapter": {"r": 4, "num_experts": 2},
+            "adapter": {"r": 4, "num_experts": 2, "dropout": 0.0},  # exact comparisons need no random masks
             "data": {"source": "arithmetic", "size": 64, "cutoff_len": 320, "labels": "response"},
             "training": {"batch_size": 8, "gradient_accumulation": accumulation, "lr": 1e-2, "max_steps": 6},
         }
@@ -154,7 +154,7 @@ def test_evaluation_prompts_as_the_adapter_was_trained(process_group, model_dir,
 
     from orchestration.data.arithmetic import arithmetic_test_records
     from orchestration.data.prompts import TEMPLATE_FILE, build_prompt
-    from orchestration.training.config import EvaluationHookConfig
+    from orchestration.training.config import BenchmarkEvaluation
     from orchestration.training.hooks import run_post_training_hook
 
     _, tokenizer, _, built, optimizer, scheduler = setup(model_dir, 1)
@@ -165,9 +165,11 @@ def test_evaluation_prompts_as_the_adapter_was_trained(process_group, model_dir,
         (checkpoint / ADAPTER_DIR / TEMPLATE_FILE).unlink()
     generations = tmp_path / "generations.jsonl"
     options = {"math": [], "arithmetic": {"size": 4, "train_size": 64, "data_seed": 0}, "max_new_tokens": 2}
-    hook = EvaluationHookConfig(
-        hook="orchestration.evaluation.benchmarks:training_hook",
-        options={**options, "generations_path": str(generations)},
+    hook = BenchmarkEvaluation.model_validate(
+        {
+            "hook": "orchestration.evaluation.benchmarks:training_hook",
+            "options": {**options, "generations_path": str(generations)},
+        }
     )
     metrics = run_post_training_hook(
         hook, checkpoint / ADAPTER_DIR, str(model_dir), tokenizer, rank=0, world_size=1, device=CPU, bf16=False
@@ -176,3 +178,73 @@ def test_evaluation_prompts_as_the_adapter_was_trained(process_group, model_dir,
     asked = [json.loads(line)["prompt"] for line in generations.read_text().splitlines()]
     held_out = arithmetic_test_records(4, seed=0, train_size=64)
     assert asked == [build_prompt(r["instruction"], template=template or "alpaca") for r in held_out]
+
+
+def test_training_batches_route_smear_on_the_prompt(model_dir):
+    """The batch's prompt_mask reaches SMEAR through token_loss_sum: the loss is the prompt-routed one."""
+    from transformers import AutoModelForCausalLM
+
+    from comol import inject_adapter, make_config
+    from orchestration.data.records import load_records
+    from orchestration.data.tokenize import tokenize_records
+    from orchestration.training.step import token_loss_sum
+
+    tokenizer = load_tokenizer(str(model_dir))
+    data = tokenize_records(load_records("arithmetic", 4, seed=2), tokenizer, cutoff_len=320, labels="all")
+    batch = collate(data, list(range(4)), tokenizer.pad_token_id)
+    assert batch["prompt_mask"].sum(1).tolist() == data["prompt_length"]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    inject_adapter(model, make_config("smear", r=4, num_experts=3, dropout=0.0))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.3)
+    with torch.no_grad():
+        total, _ = token_loss_sum(model, batch)
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        logits = model(**inputs, prompt_mask=batch["prompt_mask"]).logits[:, :-1]
+        first_words = torch.zeros_like(batch["prompt_mask"])
+        first_words[:, :8] = 1
+        other = model(**inputs, prompt_mask=first_words).logits[:, :-1]  # control: another prompt, another loss
+    targets = batch["labels"][:, 1:]
+    loss = lambda out: torch.nn.functional.cross_entropy(  # noqa: E731
+        out.reshape(-1, out.size(-1)), targets.reshape(-1), reduction="sum"
+    )
+    torch.testing.assert_close(total, loss(logits), rtol=1e-6, atol=1e-4)
+    assert abs(float(total) - float(loss(other))) > 1.0
+
+
+@pytest.mark.parametrize("method", ["smear", "flylora"])
+def test_prompt_routed_and_bias_balanced_methods_train_under_fsdp(process_group, model_dir, method):
+    """Through FSDP2 (one gloo rank): SMEAR takes the batch's prompt_mask past the sharded model's forward, and
+    FlyLoRA's balancing bias moves in the step (after backward), by the load of the step's real tokens."""
+    from comol import adapter_layers
+
+    fields = {"r": 4, "top_k": 1} if method == "flylora" else {"r": 4, "num_experts": 2}
+    config = TrainConfig.from_dict(
+        {
+            "model": str(model_dir),
+            "method": method,
+            "adapter": fields,
+            "data": {"source": "arithmetic", "size": 16, "cutoff_len": 320, "labels": "all"},
+            "training": {"batch_size": 4, "lr": 1e-2, "max_steps": 2},
+        }
+    )
+    tokenizer = load_tokenizer(config.model)
+    data = build_data(config, tokenizer)
+    built = build_model(config, CPU, world_size=1)
+    optimizer, scheduler = build_optimizer(config, built.params, data.total_steps)
+    batch = collate(data.train, list(range(4)), tokenizer.pad_token_id)
+    assert "prompt_mask" in batch
+    seen = []
+    for layer in adapter_layers(built.model).values():
+        layer.register_forward_pre_hook(lambda module, args: seen.append(module.prompt_mask))
+    stats = train_step(
+        built.model, optimizer, scheduler, [batch], built.params, world_size=1, max_grad_norm=1.0, device=CPU
+    )
+    assert stats.finite
+    if method == "smear":  # every SMEAR layer routed with the batch's prompt mask
+        assert seen and all(mask is not None and torch.equal(mask, batch["prompt_mask"]) for mask in seen)
+    if method == "flylora":
+        biases = [layer._get("flylora_d") for layer in adapter_layers(built.model).values()]
+        assert all(torch.count_nonzero(d) > 0 for d in biases)

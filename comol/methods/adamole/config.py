@@ -15,7 +15,11 @@ class AdaMoLEConfig(ExpertsConfig):
     method: ClassVar[str] = "adamole"
 
     aux_loss_coef: float = field(
-        default=1e-3, metadata={"help": "Weight of the load-balancing loss added to the training loss."}
+        default=1e-3,
+        metadata={
+            "help": "Weight of the load-balancing loss N·Σ f_i·mean(p_i − τ) added to the training loss, at the "
+            "authors' scale (f_i: share of tokens that kept expert i)."
+        },
     )
 
     def validate(self) -> None:

@@ -2,6 +2,9 @@
 
 Since τ < 1/N ≤ max_i p_i, every token keeps at least one expert. How many it keeps is data-dependent
 and usually most of them early in training, so all experts are computed densely and masked.
+The router and the threshold head read the clean x; the experts read dropout(x). The balancing loss is the
+authors' (``src/adamole/layer.py``): ``N · Σ_i f_i · P_i`` with f_i the share of tokens that kept expert i
+and P_i the mean of p_i − τ (not of p_i), over real tokens only.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ class AdaMoLELayer(ExpertsLayer):
         self._container("adamole_threshold", nn.ModuleDict)[self.active_adapter] = threshold
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Router softmax p, active mask p ≥ τ, and the renormalised weights, all (..., N), float32."""
-        probs = self.router_probs(x)
+        """p − τ, the active mask p ≥ τ, and the renormalised weights, all (..., N), float32, where p is the
+        router's softmax and τ = (1/N)·sigmoid(w_τ·x + b) the token's threshold."""
         tau = torch.sigmoid(self._get("adamole_threshold")(x).float()) / self.num_experts
-        active = probs >= tau
-        weights = (probs - tau) * active
-        return probs, active, weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        adapted = self.router_probs(x) - tau
+        active = adapted >= 0
+        weights = adapted * active
+        return adapted, active, weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        probs, active, weights = self.gates(x)
-        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active, self.real_tokens(x))
+        adapted, active, weights = self.gates(x)
+        self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(adapted, active, self.real_tokens(x))
         return self.mix(x, weights)
 
     def flops_per_token(self) -> int:

@@ -25,7 +25,10 @@ class FlyLoRAConfig(AdapterConfig):
     )
     bias_update_rate: float = field(
         default=1e-3,
-        metadata={"help": "Step u of the balancing bias d: d_i += u·sign(mean load − load_i) per training forward."},
+        metadata={
+            "help": "Step u of the balancing bias d: d_i += u·sign(mean load − load_i) after each training "
+            "micro-batch, the load counting real tokens on all ranks."
+        },
     )
 
     def __post_init__(self) -> None:

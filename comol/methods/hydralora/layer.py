@@ -1,4 +1,7 @@
-"""HydraLoRA layer: A x once, then a gate-weighted sum of N B heads (one matmul over the stacked B)."""
+"""HydraLoRA layer: A x once, then a gate-weighted sum of N B heads (one matmul over the stacked B).
+
+As the authors' ``src/molora`` (hydra=True): the router reads the clean x, the shared A reads dropout(x).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 A: one ``nn.Linear(n, N·r)`` whose rows ``[i·r, (i+1)·r)`` are expert i's A_i (r×n). Kaiming-uniform
 on the stack has fan_in = n, exactly as each A_i on its own would. B: one ``nn.Linear(N·r, m)`` whose
 columns ``[i·r, (i+1)·r)`` are B_i (m×r), zeros. Then Σ_i g_i B_i A_i x = B_stack · (g ⊗ A_stack x).
+
+Dropout: the router reads the clean x (the authors' ``lora_gating(x)``); only the experts' input is dropped.
+One dropout mask serves all experts here, where the authors' per-expert ``nn.Dropout`` modules draw one each:
+per-expert masks would keep N copies of every adapted layer's input for backward.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ class ExpertsLayer(AdapterLayer):
         return torch.softmax(self._get(f"{self.prefix}_router")(x).float(), dim=-1)
 
     def mix(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """Σ_i gates_i · B_i A_i x for every token (dense: all N experts computed)."""
-        h = self.A(x)
+        """Σ_i gates_i · B_i A_i dropout(x) for every token (dense: all N experts computed); ``x`` is clean."""
+        h = self.A(self.dropout(x))
         h = h.unsqueeze(-2) if self.shared_A else h.unflatten(-1, (self.num_experts, self.config.r))
         return self.B((h * gates.to(x.dtype).unsqueeze(-1)).flatten(-2))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from comol.errors import ConfigError
+from comol.methods.base import experts_field
 from comol.methods.moe import ExpertsConfig, check_int, check_nonnegative
 
 DEFAULT_EXPERTS = 8
@@ -32,12 +33,8 @@ class MoLAConfig(ExpertsConfig):
 
     method: ClassVar[str] = "mola"
 
-    num_experts: int | None = field(  # type: ignore[assignment]
-        default=None,
-        metadata={
-            "help": f"Number of LoRA experts N in every layer (default {DEFAULT_EXPERTS}); "
-            "or give expert_schedule instead."
-        },
+    num_experts: int | None = experts_field(  # type: ignore[assignment]
+        None, f"Number of LoRA experts N in every layer (default {DEFAULT_EXPERTS}); or give expert_schedule instead."
     )
     expert_schedule: list[int] | None = field(
         default=None,
@@ -48,13 +45,17 @@ class MoLAConfig(ExpertsConfig):
     )
     top_k: int = field(default=2, metadata={"help": "Experts each token uses (top-k of the softmax)."})
     aux_loss_coef: float = field(
-        default=1e-3, metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."}
+        default=1e-3,
+        metadata={
+            "help": "Weight of the Switch load-balancing loss N·Σ f_i·P_i added to the training loss, at the "
+            "authors' scale (f_i: share of tokens that picked expert i, so Σ f_i = top_k)."
+        },
     )
 
     def __post_init__(self) -> None:
         if self.expert_schedule is not None:
             if self.num_experts is not None:
-                raise ConfigError("experts", "give either a uniform expert count or expert_schedule, not both")
+                raise ConfigError("num_experts", "give either a uniform expert count or expert_schedule, not both")
             self.expert_schedule = parse_schedule(self.expert_schedule)
         elif self.num_experts is None:
             self.num_experts = DEFAULT_EXPERTS

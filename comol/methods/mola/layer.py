@@ -1,4 +1,8 @@
-"""MoLA layer: each token runs only its top-k experts (tokens are grouped by expert, not masked)."""
+"""MoLA layer: each token runs only its top-k experts (tokens are grouped by expert, not masked).
+
+The router reads the clean x; the experts read dropout(x). The Switch loss is the authors' (``src/mole``):
+``N · Σ_i f_i · P_i`` with f_i the share of tokens that picked expert i (Σ f_i = k), over real tokens only.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ class MoLALayer(ExpertsLayer):
         probs, top_i, weights = self.gates(x)
         active = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, top_i, True)
         self._aux_loss = self.config.aux_loss_coef * load_balancing_loss(probs, active, self.real_tokens(x))
-        tokens = x.reshape(-1, self.in_features)
+        tokens = self.dropout(x).reshape(-1, self.in_features)
         r, k = self.config.r, self.config.top_k
         # Group the (token, slot) assignments by expert with one sort and one gather. Every per-expert piece is
         # a chunk of one split (of the gathered tokens, of the stacked A and B), so backward joins their

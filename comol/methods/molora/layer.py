@@ -1,4 +1,7 @@
-"""MoLoRA layer: every token uses every expert, weighted by its softmax gate."""
+"""MoLoRA layer: every token uses every expert, weighted by its softmax gate.
+
+As the authors' ``src/molora`` (hydra=False): the router reads the clean x, the experts read dropout(x).
+"""
 
 from __future__ import annotations
 

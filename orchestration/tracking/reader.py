@@ -1,13 +1,12 @@
-"""Read one sweep's record from MLflow (never from local files), exactly as ``schema`` lays it out.
+"""Read one sweep's record from MLflow (never from local files), exactly as ``schema`` lays it out and
+:mod:`orchestration.tracking.writer` writes it. The report and the registry both read through here.
 
 Reading only: nothing here writes to the tracking store, so a bad sweep name changes nothing.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comol.errors import ConfigError
@@ -17,31 +16,7 @@ from orchestration.tracking.queries import runs_filter, search_all
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-# Where ``comol sweep`` records by default (issue 6): a SQLite store in the working directory.
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_PREFIX = schema.experiment_name("")
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the sweep's default local SQLite store.
-
-    A SQLite file that does not exist is an error rather than silently created: reading a report must
-    not leave an empty store behind.
-    """
-    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if resolved.startswith("sqlite:///"):
-        path = Path(resolved.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ConfigError("tracking-uri", f"no MLflow store at {resolved} ({path} does not exist)")
-    return resolved
-
-
-def make_client(tracking_uri: str | None) -> MlflowClient:
-    """A client whose model registry is the tracking store too (one server holds runs and models)."""
-    from mlflow import MlflowClient
-
-    uri = resolve_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 @dataclass
@@ -70,10 +45,10 @@ class SweepRecord:
 
 
 def logged_metric_name(name: str, logged: set[str]) -> str:
-    """``eval/humaneval/pass@1`` as the runs logged it: the writer spells '@' as '_at_' for MLflow 3."""
+    """``eval/humaneval/pass@1`` as the runs logged it (the writer's :func:`schema.metric_key` spelling)."""
     if name in logged:
         return name
-    spelled = name.replace("@", "_at_")
+    spelled = schema.metric_key(name)
     return spelled if spelled in logged else name
 
 
@@ -120,7 +95,7 @@ def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
             run_id=run.info.run_id,
             config_id=tags[schema.CONFIG_ID],
             seed=int(tags[schema.SEED]),
-            method=tags.get(schema.METHOD) or run.data.params.get(schema.PARAM_METHOD, "?"),
+            method=tags.get(schema.METHOD) or run.data.params.get(schema.param("method"), "?"),
             base_model=tags.get(schema.BASE_MODEL),
             params=dict(run.data.params),
             metrics=dict(run.data.metrics),
