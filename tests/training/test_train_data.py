@@ -224,7 +224,9 @@ def test_tokenization_follows_the_prompt_template():
         prompt_ids = tokenizer(build_prompt(record["instruction"], template="short"))["input_ids"]
         assert example["input_ids"][: len(prompt_ids)] == prompt_ids
         assert example["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
-        assert tokenizer.decode(example["input_ids"]).startswith(f"Question: {record['instruction']}\nAnswer: ")
+        assert tokenizer.decode(example["input_ids"], skip_special_tokens=True).startswith(
+            f"Question: {record['instruction']}\nAnswer: "
+        )
 
 
 def test_validation_split_is_deterministic_by_seed_and_disjoint():
