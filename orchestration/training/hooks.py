@@ -12,6 +12,8 @@ EVERY rank, and the hook is called on every rank as
     function(model, tokenizer, options, *, rank, world_size, device) -> dict[str, float]
 
 ``model`` is in eval mode on ``device`` (bf16 base on GPUs), adapter loaded with ``comol.load_adapter``;
+``options`` carry ``prompt_template``, the prompt template the adapter was trained with (recorded in its
+folder), so the hook wraps its prompts exactly as training did;
 it is an ordinary module, so ranks may generate at different speeds. The hook shards its own work by
 ``rank``/``world_size`` and combines results itself (``torch.distributed`` is initialised: use
 ``all_gather_object``/``all_reduce``). Return the SAME metrics dict on every rank (or at least on rank
@@ -30,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from comol import load_adapter
+from orchestration.data.prompts import recorded_template
 from orchestration.models import load_model
 from orchestration.training.config import BenchmarkEvaluation, HookEvaluation
 
@@ -62,8 +65,12 @@ def run_post_training_hook(
             (Path(local) / name).write_bytes(blob)
         model = load_model(model_spec, dtype=torch.bfloat16 if bf16 else torch.float32)
         model, _ = load_adapter(model, local)
+        template = recorded_template(local)  # the one it was trained with: every task prompts as training did
     model.to(device).eval()
-    options = hook.options if isinstance(hook, BenchmarkEvaluation) else dict(hook.options)
+    if isinstance(hook, BenchmarkEvaluation):
+        options = hook.options.model_copy(update={"prompt_template": template})
+    else:
+        options = {**hook.options, "prompt_template": template}
     metrics = function(model, tokenizer, options, rank=rank, world_size=world_size, device=device)
     return {f"eval/{key}": value for key, value in (metrics or {}).items()}
 
