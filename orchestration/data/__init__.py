@@ -1,1 +1,1 @@
-"""Training and evaluation data: the Alpaca-style prompt, local/hub JSON datasets, synthetic arithmetic."""
+"""Training and evaluation data: the prompt templates (Alpaca, short), local/hub JSON datasets, synthetic arithmetic."""

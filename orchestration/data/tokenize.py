@@ -16,11 +16,10 @@ from typing import Literal
 
 from datasets import Dataset
 
-from orchestration.data.prompts import build_prompt
+from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
 
 IGNORE_INDEX = -100
 Labels = Literal["all", "response"]
-TEMPLATES = ("alpaca",)
 
 
 def encode(
@@ -39,14 +38,13 @@ def encode(
     return {"input_ids": input_ids, "labels": targets, "prompt_length": prompt_length}
 
 
-def prompt_of(record: dict, template: str = "alpaca") -> str:
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r} (allowed: {', '.join(TEMPLATES)})")
-    return build_prompt(record["instruction"], record.get("input") or "")
+def prompt_of(record: dict, template: str = DEFAULT_TEMPLATE) -> str:
+    """A record's prompt (its ``instruction`` and optional ``input``) in ``template``."""
+    return build_prompt(record["instruction"], record.get("input") or "", template)
 
 
 def tokenize_records(
-    records: Dataset, tokenizer, cutoff_len: int, labels: Labels = "all", template: str = "alpaca"
+    records: Dataset, tokenizer, cutoff_len: int, labels: Labels = "all", template: str = DEFAULT_TEMPLATE
 ) -> Dataset:
     """Tokenized dataset with columns input_ids, labels, prompt_length and answer (kept for scoring)."""
     eos = tokenizer.eos_token_id

@@ -19,8 +19,8 @@ import torch
 
 from comol.errors import ConfigError
 from orchestration.data.arithmetic import ARITHMETIC, arithmetic_test_records
-from orchestration.data.prompts import build_prompt
-from orchestration.evaluation.generation import GenerationConfig, alpaca_prompts, generate
+from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
+from orchestration.evaluation.generation import GenerationConfig, generate, record_prompts
 from orchestration.evaluation.humaneval import Postprocess, execute_samples, humaneval_metrics, load_problems
 from orchestration.evaluation.math_scoring import (
     MATH_DATASETS,
@@ -34,7 +34,7 @@ from orchestration.evaluation.options import BenchmarkOptions
 from orchestration.evaluation.sandbox import SandboxLimits
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data next to the repo
-PROMPT_STYLES = ("alpaca", "raw")
+PROMPT_STYLES = ("template", "raw")
 ARITHMETIC_RULES = "gsm8k"  # their answers are numbers: the reference numeric rule (last number, within 0.001)
 
 
@@ -70,23 +70,27 @@ def _score_math(
     world_size: int,
     generation: GenerationConfig,
     progress: bool,
+    template: str,
 ) -> list[dict]:
-    """Greedy completions of this rank's shard of ``examples``, scored by the ``rules`` dataset's answer rule."""
+    """Greedy completions of this rank's shard of ``examples`` (prompts in ``template``), scored by the ``rules``
+    dataset's answer rule."""
     indices = shard(len(examples), rank, world_size)
     items = [examples[i] for i in indices]
-    outputs = generate(model, tokenizer, alpaca_prompts(items), generation, progress=progress, desc=f"math/{name}")
+    prompts = record_prompts(items, template)
+    outputs = generate(model, tokenizer, prompts, generation, progress=progress, desc=f"math/{name}")
     return [
         {
             "task": "math",
             "dataset": name,
             "index": index,
             "instruction": item["instruction"],
+            "prompt": prompt,
             "answer": item["answer"],
             "output": completion,
             "prediction": extract_answer(rules, completion),
             "correct": is_correct(rules, completion, item["answer"]),
         }
-        for index, item, (completion,) in zip(indices, items, outputs, strict=True)
+        for index, item, prompt, (completion,) in zip(indices, items, prompts, outputs, strict=True)
     ]
 
 
@@ -108,14 +112,18 @@ def evaluate_math(
     world_size: int = 1,
     generation: GenerationConfig | None = None,
     progress: bool = True,
+    prompt_template: str = DEFAULT_TEMPLATE,
 ) -> EvalResult:
-    """Greedy completions of the first ``limit`` examples of each test set (this rank's shard), scored."""
+    """Greedy completions of the first ``limit`` examples of each test set (this rank's shard), scored.
+    ``prompt_template`` must be the one the model was trained with (see orchestration/data/prompts.py)."""
     generation = _greedy(generation)
     root = Path(data_dir) if data_dir is not None else DATA_DIR / "math"
     records = []
     for name in [check_dataset(d) for d in datasets]:
         examples = load_math_dataset(name, root)[:limit]
-        records += _score_math(model, tokenizer, name, name, examples, rank, world_size, generation, progress)
+        records += _score_math(
+            model, tokenizer, name, name, examples, rank, world_size, generation, progress, prompt_template
+        )
     return EvalResult(math_metrics(records) if records else {}, records)
 
 
@@ -130,20 +138,32 @@ def evaluate_arithmetic(
     world_size: int = 1,
     generation: GenerationConfig | None = None,
     progress: bool = True,
+    prompt_template: str = DEFAULT_TEMPLATE,
 ) -> EvalResult:
     """Held-out synthetic arithmetic (the quickstart's metric): ``size`` problems that the training set of
     ``data.size=train_size, data.seed=data_seed`` does not contain, scored by the numeric rule of GSM8K."""
     problems = arithmetic_test_records(size, data_seed, train_size)
+    generation = _greedy(generation)
     records = _score_math(
-        model, tokenizer, ARITHMETIC, ARITHMETIC_RULES, problems, rank, world_size, _greedy(generation), progress
+        model,
+        tokenizer,
+        ARITHMETIC,
+        ARITHMETIC_RULES,
+        problems,
+        rank,
+        world_size,
+        generation,
+        progress,
+        prompt_template,
     )
     return EvalResult(math_metrics(records) if records else {}, records)
 
 
-def humaneval_prompt(problem: Mapping, style: str = "alpaca") -> str:
-    """``alpaca``: the problem's prompt as the instruction of the training template; ``raw``: the prompt alone."""
-    if style == "alpaca":
-        return build_prompt(problem["prompt"])
+def humaneval_prompt(problem: Mapping, style: str = "template", template: str = DEFAULT_TEMPLATE) -> str:
+    """``template``: the problem's prompt as the instruction of the training ``template``; ``raw``: the prompt
+    alone."""
+    if style == "template":
+        return build_prompt(problem["prompt"], template=template)
     if style == "raw":
         return problem["prompt"]
     raise ConfigError("prompt_style", f"unknown prompt style {style!r}", allowed=PROMPT_STYLES)
@@ -158,7 +178,8 @@ def evaluate_humaneval(
     world_size: int = 1,
     generation: GenerationConfig | None = None,
     ks: Iterable[int] = (1, 5, 10),
-    prompt_style: str = "alpaca",
+    prompt_style: str = "template",
+    prompt_template: str = DEFAULT_TEMPLATE,
     postprocess: Postprocess | None = None,
     sandbox_limits: SandboxLimits | None = None,
     workers: int | None = None,
@@ -171,7 +192,7 @@ def evaluate_humaneval(
     generation = generation or GenerationConfig.humaneval()
     problems = load_problems(limit)
     mine = [problems[i] for i in shard(len(problems), rank, world_size)]
-    prompts = [humaneval_prompt(p, prompt_style) for p in mine]
+    prompts = [humaneval_prompt(p, prompt_style, prompt_template) for p in mine]
     outputs = generate(model, tokenizer, prompts, generation, progress=progress, desc="humaneval")
     samples = [
         {"task_id": problem["task_id"], "sample": j, "completion": completion}
@@ -231,11 +252,13 @@ def training_hook(
 ) -> dict[str, float]:
     """The post-training hook (``orchestration/training/hooks.py`` contract), identical on every rank.
 
-    Options: see :mod:`orchestration.evaluation.options`. Keys are returned without the ``eval/`` prefix,
-    which the hook runner adds.
+    Options: see :mod:`orchestration.evaluation.options` (``prompt_template``, set by the hook runner, is the
+    template the adapter was trained with). Keys are returned without the ``eval/`` prefix, which the hook runner
+    adds.
     """
     options = benchmark_options(options)
     overrides = options.generation_overrides()
+    template = options.prompt_template or DEFAULT_TEMPLATE
     metrics: dict[str, float] = {}
     records: list[dict] = []
     if options.math:
@@ -249,6 +272,7 @@ def training_hook(
             world_size=world_size,
             generation=GenerationConfig.math(**overrides),
             progress=rank == 0,
+            prompt_template=template,
         )
         records += _gather(result.records, world_size)
     if options.arithmetic is not None:
@@ -268,6 +292,7 @@ def training_hook(
             world_size=world_size,
             generation=GenerationConfig.math(**overrides),
             progress=rank == 0,
+            prompt_template=template,
         )
         records += _gather(result.records, world_size)
     if records:  # the average is over every math dataset evaluated, arithmetic included
@@ -286,6 +311,7 @@ def training_hook(
             ks=ks,
             postprocess=postprocess_option(options),
             progress=rank == 0,
+            prompt_template=template,
         )
         merged = _gather(result.records, world_size)
         metrics.update(humaneval_metrics(merged, ks))

@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from orchestration.data.prompts import build_prompt
+from orchestration.data.prompts import DEFAULT_TEMPLATE, build_prompt
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,9 @@ class GenerationConfig:
         return cls(**{**asdict(cls()), **base, **overrides})
 
 
-def alpaca_prompts(records: Sequence[dict]) -> list[str]:
-    """The Alpaca prompt of each record (``instruction`` and optional ``input``)."""
-    return [build_prompt(r["instruction"], r.get("input", "") or "") for r in records]
+def record_prompts(records: Sequence[dict], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """The prompt of each record (``instruction`` and optional ``input``) in ``template``, as training built it."""
+    return [build_prompt(r["instruction"], r.get("input", "") or "", template) for r in records]
 
 
 class _Draw(LogitsProcessor):

@@ -7,7 +7,9 @@ Options by task (every one optional):
 - math: ``math`` (datasets, default all six; ``[]`` to skip), ``limit`` (examples per dataset), ``data_dir``;
 - arithmetic: ``arithmetic`` (``{size, train_size, data_seed}``: held-out generated problems);
 - humaneval: ``humaneval`` (on/off), ``humaneval_limit`` (problems), ``num_samples``, ``postprocess``;
-- all tasks: ``max_new_tokens``, ``batch_size``, ``generations_path`` (rank 0 writes every record there).
+- all tasks: ``max_new_tokens``, ``batch_size``, ``generations_path`` (rank 0 writes every record there);
+  ``prompt_template`` is not the user's to set: the hook runner sets it to the template the adapter was trained
+  with (recorded in its folder), so every task prompts as training did.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
+from orchestration.data.arithmetic import max_held_out
+from orchestration.data.prompts import PromptTemplate
 from orchestration.evaluation.math_datasets import MATH_DATASETS
 
 BENCHMARK_HOOK = "orchestration.evaluation.benchmarks:training_hook"
@@ -39,6 +43,13 @@ class ArithmeticOptions(_GivenOptions):
     train_size: int | None = Field(None, gt=0, description="the training set to hold out; default: the run's own")
     data_seed: int | None = Field(None, description="its generator seed; default: the run's own data seed")
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        if value > max_held_out():
+            raise ValueError(f"{value} is more held-out problems than there are: at most {max_held_out()}")
+        return value
+
 
 class BenchmarkOptions(_GivenOptions):
     math: list[MathDatasetName] = Field(default_factory=lambda: list(MATH_DATASETS))
@@ -56,6 +67,9 @@ class BenchmarkOptions(_GivenOptions):
     max_new_tokens: int | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0)
     generations_path: str | None = None
+    prompt_template: PromptTemplate | None = Field(
+        None, description="set by the hook runner: the template the adapter was trained with (default alpaca)"
+    )
 
     @field_validator("math", mode="before")
     @classmethod

@@ -2,7 +2,8 @@
 
 The artifact is the adapter in PEFT layout; its ``adapter_config.json`` names the base model, which the
 project's model loader resolves (a local folder, a hub id, or ``smollm2-135m``), and ``comol.load_adapter``
-injects the adapter and loads its weights exactly.
+injects the adapter and loads its weights exactly. The prompt template the adapter was trained with (recorded in
+its folder) comes back with it, so a caller prompts it as training did.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from comol import load_adapter, read_adapter_config
 from comol.errors import ConfigError
+from orchestration.data.prompts import recorded_template
 from orchestration.tracking.store import open_store
 
 # name or path → (model, tokenizer)
@@ -76,12 +78,18 @@ def download_adapter(model_uri: str, directory: str, tracking_uri: str | None = 
     raise ConfigError("model", f"{model_uri!r} is not a models:/ or runs:/ URI")
 
 
+class LoadedAdapter(NamedTuple):
+    model: torch.nn.Module  # the base with the adapter loaded, in eval mode
+    tokenizer: Any
+    prompt_template: str  # the template it was trained with (orchestration/data/prompts.py)
+
+
 def load_registered_adapter(
     model_uri: str,
     tracking_uri: str | None = None,
     loader: Loader | None = None,
-) -> tuple[torch.nn.Module, Any]:
-    """A base model with the registered adapter loaded, in eval mode, and its tokenizer."""
+) -> LoadedAdapter:
+    """A base model with the registered adapter loaded, its tokenizer, and the prompt template it was trained with."""
     with tempfile.TemporaryDirectory(prefix="comol-adapter-") as tmp:
         local = download_adapter(model_uri, tmp, tracking_uri)
         config = read_adapter_config(local)
@@ -96,4 +104,5 @@ def load_registered_adapter(
             )
         model, tokenizer = (loader or default_loader)(base)
         model, _ = load_adapter(model, local)
-    return model.eval(), tokenizer
+        template = recorded_template(local)
+    return LoadedAdapter(model.eval(), tokenizer, template)

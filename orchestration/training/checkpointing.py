@@ -1,6 +1,7 @@
 """Adapter-only checkpoints: the adapter in PEFT format, plus optimizer, scheduler and step to resume.
 
-A checkpoint folder holds ``adapter/`` (``comol.save_adapter``: loadable on its own), and
+A checkpoint folder holds ``adapter/`` (``comol.save_adapter``: loadable on its own, plus the prompt template
+it is trained with, so evaluation and ``comol generate`` prompt it as training did), and
 ``trainer_state.pt`` (full, unsharded optimizer and scheduler state and the step). Full state dicts
 are gathered from the FSDP2 shards to rank 0 (frozen base weights excluded), so a checkpoint does not
 depend on the number of workers that wrote it. On resume every rank reads the folder and keeps its
@@ -25,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from comol import save_adapter
 from comol.persistence import WEIGHTS_NAME, adapter_state_dict
+from orchestration.data.prompts import record_template
 
 ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"
@@ -49,10 +51,12 @@ def write_checkpoint(
     optimizer_state: dict[str, Any] | None,
     scheduler_state: dict[str, Any] | None,
     step: int,
+    prompt_template: str,
 ) -> Path:
     """Rank 0 only: write a checkpoint folder from already gathered state."""
     directory.mkdir(parents=True, exist_ok=True)
     save_adapter(model, directory / ADAPTER_DIR, adapter_config, state_dict=adapter_state)
+    record_template(directory / ADAPTER_DIR, prompt_template)
     state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler_state}
     torch.save(state, directory / STATE_FILE)
     return directory

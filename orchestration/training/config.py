@@ -27,6 +27,7 @@ from pydantic import (
 from comol.errors import ConfigError
 from orchestration.config_errors import config_error, parse_yaml, read_yaml
 from orchestration.data.arithmetic import ARITHMETIC
+from orchestration.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from orchestration.evaluation.options import BENCHMARK_HOOK, BenchmarkOptions
 from orchestration.models import SMOLLM2
 
@@ -52,7 +53,11 @@ class DataConfig(_Section):
     seed: int | None = Field(
         None, description="seed of the arithmetic generator and of the validation split; default: training.seed"
     )
-    prompt_template: Literal["alpaca"] = "alpaca"
+    prompt_template: PromptTemplate = Field(
+        DEFAULT_TEMPLATE,
+        description="'alpaca' (the authors' prompt) or 'short' ('Question: ...\\nAnswer:'); recorded with the adapter, "
+        "so evaluation and generation use the same one",
+    )
     cutoff_len: int = Field(300, gt=1, description="tokens per example after truncation (the authors use 300)")
     labels: Literal["all", "response"] = Field(
         "all", description="'all': loss on the whole sequence (the authors); 'response': prompt masked with -100"
@@ -302,6 +307,12 @@ class TrainConfig(_Section):
                 "resources.shard_size",
                 f"{shard} does not divide resources.num_workers = {workers} into equal shard groups",
                 allowed=divisors,
+            )
+        options = self.evaluation.options if self.evaluation is not None else {}
+        if "prompt_template" in (options.model_fields_set if isinstance(options, BenchmarkOptions) else options):
+            raise ConfigError(
+                "evaluation.options.prompt_template",
+                "evaluation always uses the template the adapter was trained with: set data.prompt_template",
             )
         if self.data.source == ARITHMETIC and self.data.size is None:
             raise ConfigError("data.size", f"how many problems the '{ARITHMETIC}' generator makes (e.g. 1000)")

@@ -133,6 +133,7 @@ class _Worker:
                     optimizer,
                     self.scheduler.state_dict(),
                     step,
+                    self.config.data.prompt_template,
                 )
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if extra is not None:

@@ -99,9 +99,10 @@ def test_bad_input_changes_nothing(sweep_a, mlflow_server, capsys):
 
 
 def test_loaded_champion_reproduces_the_trial(champion, sweep_a, mlflow_server):
-    model, tokenizer = load_registered_adapter(
+    model, tokenizer, template = load_registered_adapter(
         f"models:/{champion.model_name}@champion", tracking_uri=mlflow_server.uri
     )
+    assert template == "alpaca"  # the adapter records no template: it was trained with the default
     run = next(r for r in sweep_a.runs if r.run_id == champion.choice.run.run_id)
     trained, _ = trial_model(sweep_a.base, run.method, run.adapter, run.seed)
     other, _ = trial_model(sweep_a.base, run.method, run.adapter, (run.seed + 1) % 3)  # a sibling seed differs
@@ -159,3 +160,29 @@ def test_median_seed_of_an_even_count_is_the_lower_middle():
     runs = [TrialRun(f"r{s}", "c", s, "comol", None, {}, {"m": v}, "") for s, v in enumerate([0.9, 0.1, 0.5, 0.7])]
     assert median_run(runs, "m")[0].seed == 2  # sorted 0.1, 0.5, 0.7, 0.9 → 0.5 (seed 2)
     assert median_run(runs[:3], "m")[0].seed == 2
+
+
+def test_generate_prompts_with_the_template_the_adapter_was_trained_with(tiny_base, mlflow_server, capsys, tmp_path):
+    """An adapter trained with ``data.prompt_template: short`` records it; ``comol generate`` wraps the prompt in
+    that template, not in the Alpaca default."""
+    from comol import save_adapter
+    from orchestration.data.prompts import build_prompt, record_template
+    from orchestration.models import load_tokenizer
+
+    trained, config = trial_model(tiny_base, "lora", {"r": 4}, seed=5)
+    save_adapter(trained, tmp_path / "adapter", config)
+    record_template(tmp_path / "adapter", "short")
+    client = client_for(mlflow_server.uri)
+    experiment = client.create_experiment(f"comol-test-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment).info.run_id
+    client.log_artifacts(run_id, str(tmp_path / "adapter"), schema.ADAPTER_ARTIFACT)
+    uri = f"runs:/{run_id}/{schema.ADAPTER_ARTIFACT}"
+
+    assert load_registered_adapter(uri, tracking_uri=mlflow_server.uri).prompt_template == "short"
+    tokenizer = load_tokenizer(str(tiny_base))
+    short = greedy(trained, tokenizer, build_prompt(PROMPTS[2], template="short"), max_new_tokens=12)
+    alpaca = greedy(trained, tokenizer, build_prompt(PROMPTS[2]), max_new_tokens=12)
+    assert short.strip() and short != alpaca  # the two templates really lead to different completions
+    argv = ["generate", "--model", uri, "--prompt", PROMPTS[2], "--max-new-tokens", "12"]
+    assert main([*argv, "--tracking-uri", mlflow_server.uri]) == 0
+    assert capsys.readouterr().out == short + "\n"

@@ -82,7 +82,8 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     metrics = run.data.metrics
     assert {"eval/average", "eval/addsub/accuracy", schema.METRIC_TRAINABLE, schema.METRIC_FLOPS} <= set(metrics)
     files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")}
-    assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+    # the adapter in PEFT layout and the prompt template it was trained with (for evaluation and comol generate)
+    assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/prompt_template.json"}
     generations = client.download_artifacts(run.info.run_id, "generations/addsub.jsonl", str(tmp_path / "gen"))
     records = [json.loads(line) for line in Path(generations).read_text().splitlines()]
     assert len(records) == 2 and all("output" in r and "correct" in r for r in records)

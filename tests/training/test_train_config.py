@@ -68,6 +68,28 @@ def test_enumerations_list_the_allowed_values():
     assert err.field == "training.schedule" and "constant_with_warmup" in err.allowed
 
 
+def test_prompt_template_is_one_of_the_templates_and_evaluation_cannot_override_it(tmp_path, capsys):
+    from orchestration.cli import main
+
+    assert TrainConfig.from_dict(minimal()).data.prompt_template == "alpaca"  # the authors' prompt by default
+    short = TrainConfig.from_dict({"data": {"source": "arithmetic", "size": 8, "prompt_template": "short"}})
+    assert short.data.prompt_template == "short"
+    err = error_of({"data": {"source": "arithmetic", "size": 8, "prompt_template": "chat"}})
+    assert err.field == "data.prompt_template" and err.allowed == ["alpaca", "short"]
+    for hook in ("pkg.mod:evaluate", "orchestration.evaluation.benchmarks:training_hook"):  # any hook, the shipped one
+        evaluation = {"hook": hook, "options": {"prompt_template": "short"}}
+        err = error_of(
+            minimal(data={"source": "arithmetic", "size": 8, "prompt_template": "short"}, evaluation=evaluation)
+        )
+        assert err.field == "evaluation.options.prompt_template" and "data.prompt_template" in str(err)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {source: arithmetic, size: 8, prompt_template: Alpaca}\n")
+    assert main(["train", str(bad)]) == 2
+    printed = capsys.readouterr().err
+    assert "data.prompt_template" in printed and "alpaca, short" in printed and "Traceback" not in printed
+
+
 def test_method_and_adapter_fields_are_checked_by_the_library():
     err = error_of(minimal(method="nope"))
     assert err.field == "method" and {"comol", "lora"} <= set(err.allowed)
@@ -168,6 +190,17 @@ def test_a_validated_config_round_trips_through_a_dict():
     config = load_config(QUICKSTART)
     again = TrainConfig.from_dict(config.model_dump(mode="json"))
     assert again == config
+
+
+def test_more_held_out_problems_than_the_pool_has_fail_before_training():
+    from orchestration.data.arithmetic import max_held_out
+
+    hook = "orchestration.evaluation.benchmarks:training_hook"
+    evaluation = {"hook": hook, "options": {"arithmetic": {"size": max_held_out() + 1}}}
+    err = error_of(minimal(evaluation=evaluation))
+    assert err.field == "evaluation.options.arithmetic.size" and f"at most {max_held_out()}" in str(err)
+    evaluation["options"]["arithmetic"]["size"] = max_held_out()
+    assert TrainConfig.from_dict(minimal(evaluation=evaluation)).evaluation.options.arithmetic.size == max_held_out()
 
 
 def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems(tmp_path):

@@ -3,50 +3,96 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from typing import get_args
 
 import pytest
 from datasets import Dataset
 from tiny_models import byte_tokenizer, save_tiny_model
 
-from orchestration.data.arithmetic import arithmetic_records, arithmetic_test_records
+from comol.errors import ConfigError
+from orchestration.data.arithmetic import arithmetic_records, arithmetic_test_records, max_held_out
 from orchestration.data.batching import collate, epoch_order, eval_shard, split_train_val, step_micro_batches
-from orchestration.data.prompts import build_prompt
+from orchestration.data.prompts import (
+    TEMPLATE_FILE,
+    TEMPLATES,
+    PromptTemplate,
+    build_prompt,
+    record_template,
+    recorded_template,
+)
 from orchestration.data.records import load_records
 from orchestration.data.tokenize import IGNORE_INDEX, encode, tokenize_records
 
-PATTERNS = [
-    (r"has (\d+) \w+ and buys (\d+) more", lambda a, b: a + b),
-    (r"had (\d+) \w+ and gave (\d+) to", lambda a, b: a - b),
-    (r"buys (\d+) bags with (\d+) \w+ in each", lambda a, b: a * b),
-    (r"shares (\d+) \w+ equally among (\d+) friends", lambda a, b: a // b),
-    (r"has (\d+) \w+\. \w+ puts in (\d+) more and takes out (\d+)", lambda a, b, c: a + b - c),
-]
+# An independent solver: each kind's question pattern → (kind, numbers, answer).
+PATTERNS = {
+    "multiply_add": (
+        r"buys (\d+) bags of (\d+) (\w+) and (\d+) loose \3\. How many \3 in all\?$",
+        lambda a, b, c: a * b + c,
+    ),
+    "multiply_subtract": (
+        r"buys (\d+) bags of (\d+) (\w+) and gives (\d+) to \w+\. How many \3 are left\?$",
+        lambda a, b, c: a * b - c,
+    ),
+    "add_multiply": (
+        r"has (\d+) bags and buys (\d+) more\. Each bag holds (\d+) (\w+)\. How many \4 in all\?$",
+        lambda a, b, c: (a + b) * c,
+    ),
+    "add_subtract": (
+        r"^A box has (\d+) (\w+)\. \w+ adds (\d+) and takes out (\d+)\. How many \2 are left\?$",
+        lambda a, b, c: a + b - c,
+    ),
+}
+STEP = re.compile(r"^(\d+)([-+*])(\d+)=(\d+)$")
 
 
-def solve(question: str) -> int:
-    for pattern, rule in PATTERNS:
+def parse(question: str) -> tuple[str, tuple[int, ...], int]:
+    """(kind, numbers, answer) of a generated question."""
+    for kind, (pattern, rule) in PATTERNS.items():
         found = re.search(pattern, question)
         if found:
-            return rule(*map(int, found.groups()))
+            numbers = tuple(int(g) for g in found.groups() if g.isdigit())
+            return kind, numbers, rule(*numbers)
     raise AssertionError(f"unrecognised problem: {question}")
 
 
-def test_arithmetic_problems_are_deterministic_correct_and_answer_only():
-    records = arithmetic_records(300, seed=3)
-    assert records == arithmetic_records(300, seed=3)
-    assert records != arithmetic_records(300, seed=4)
-    assert len({r["instruction"] for r in records}) == 300
+def test_arithmetic_problems_are_deterministic_correct_and_show_their_working():
+    records = arithmetic_records(400, seed=3)
+    assert records == arithmetic_records(400, seed=3)
+    assert records != arithmetic_records(400, seed=4)
+    assert len({r["instruction"] for r in records}) == 400
+    kinds = Counter()
     for record in records:
-        assert record["output"] == record["answer"] == str(solve(record["instruction"]))
-        assert record["input"] == "" and int(record["answer"]) >= 0
-    kinds = {next(i for i, (p, _) in enumerate(PATTERNS) if re.search(p, r["instruction"])) for r in records}
-    assert kinds == set(range(len(PATTERNS)))
+        kind, numbers, answer = parse(record["instruction"])
+        kinds[kind] += 1
+        assert record["answer"] == str(answer) and record["input"] == "" and answer > 0
+        assert answer not in numbers  # copying a number from the question never scores
+        steps = [STEP.match(step) for step in record["output"].removeprefix(" ").split(", ")]
+        assert record["output"].startswith(" ") and len(steps) == 2 and all(steps), record["output"]
+        first, second = (tuple(int(g) if g.isdigit() else g for g in step.groups()) for step in steps)
+        for a, op, b, result in (first, second):
+            assert result == {"+": a + b, "-": a - b, "*": a * b}[op]
+            assert op != "-" or b <= a % 10  # subtraction never borrows
+            assert op != "*" or max(a, b) <= 10  # products stay in the times table
+        assert second[0] == first[3] and second[3] == answer  # the second step continues from the first
+    assert set(kinds) == set(PATTERNS) and min(kinds.values()) > 400 / len(PATTERNS) * 0.75  # kinds are uniform
 
 
-def test_arithmetic_test_records_are_disjoint_from_training():
-    train = {r["instruction"] for r in arithmetic_records(500, seed=0)}
-    test = arithmetic_test_records(200, seed=0, train_size=500)
-    assert len(test) == 200 and not train & {r["instruction"] for r in test}
+@pytest.mark.parametrize(("train_size", "seed"), [(800, 0), (500, 1), (64, 7)])
+def test_held_out_problems_are_never_trained_near_duplicates_included(train_size, seed):
+    """No held-out problem shares its kind and numbers with a training problem (whatever names and items say),
+    held-out problems are all different problems, and every kind is equally represented."""
+    trained = {parse(r["instruction"])[:2] for r in arithmetic_records(train_size, seed)}
+    held_out = arithmetic_test_records(max_held_out(), seed, train_size=train_size)
+    assert held_out == arithmetic_test_records(max_held_out(), seed, train_size=train_size)
+    signatures = [parse(r["instruction"])[:2] for r in held_out]
+    assert not trained & set(signatures)
+    assert len(set(signatures)) == len(held_out) >= 200
+    assert set(Counter(kind for kind, _ in signatures).values()) == {len(held_out) // len(PATTERNS)}
+    for record in held_out:
+        assert record["answer"] == str(parse(record["instruction"])[2])
+    with pytest.raises(ValueError, match="between 1 and"):
+        arithmetic_test_records(max_held_out() + 1, seed, train_size=train_size)
 
 
 def test_alpaca_json_files_load_with_all_four_columns(shared_data):
@@ -130,23 +176,57 @@ def test_tokenization_uses_the_spec_prompt_and_ends_with_eos():
     assert len(cut) == 8 and all(len(r["input_ids"]) == 21 and r["input_ids"][-1] == eos for r in cut)
 
 
-def test_training_evaluation_and_generate_feed_the_same_prompt_tokens(tmp_path):
-    """The prompt tokens a model trains on are the tokens evaluation and ``comol generate`` give it."""
+@pytest.mark.parametrize("template", ["alpaca", "short"])
+def test_training_evaluation_and_generate_feed_the_same_prompt_tokens(tmp_path, template):
+    """The prompt tokens a model trains on are the tokens evaluation and ``comol generate`` give it, in either
+    template."""
     from transformers import AutoModelForCausalLM
 
-    from orchestration.evaluation.generation import alpaca_prompts
+    from orchestration.evaluation.generation import record_prompts
     from orchestration.registry.generation import complete
 
     tokenizer = byte_tokenizer()
     records = Dataset.from_list(arithmetic_records(2, seed=4))
-    row = tokenize_records(records, tokenizer, cutoff_len=1000, labels="all")[0]
+    row = tokenize_records(records, tokenizer, cutoff_len=1000, labels="all", template=template)[0]
     trained_prompt = row["input_ids"][: row["prompt_length"]]
-    assert tokenizer(alpaca_prompts([records[0]])[0])["input_ids"] == trained_prompt
+    assert tokenizer(record_prompts([records[0]], template)[0])["input_ids"] == trained_prompt
     model = AutoModelForCausalLM.from_pretrained(save_tiny_model(tmp_path))
     seen = []
     model.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
-    complete(model, tokenizer, records[0]["instruction"], max_new_tokens=1)
+    complete(model, tokenizer, records[0]["instruction"], max_new_tokens=1, template=template)
     assert seen[0].tolist() == [trained_prompt]
+
+
+def test_prompt_templates_and_their_record_in_an_adapter_folder(tmp_path):
+    assert set(TEMPLATES) == set(get_args(PromptTemplate))  # the config accepts exactly the templates there are
+    assert build_prompt("Tom has 3 apples.", template="short") == "Question: Tom has 3 apples.\nAnswer:"
+    assert build_prompt("Add them.", "3 and 4", template="short") == "Question: Add them.\n3 and 4\nAnswer:"
+    assert build_prompt("Add them.").startswith("Below is an instruction")  # Alpaca unless told
+    with pytest.raises(ConfigError) as caught:
+        build_prompt("x", template="chat")
+    assert caught.value.field == "prompt_template" and caught.value.allowed == ["alpaca", "short"]
+
+    assert recorded_template(tmp_path) == "alpaca"  # an adapter folder without a record was trained with Alpaca
+    record_template(tmp_path, "short")
+    assert recorded_template(tmp_path) == "short"
+    (tmp_path / TEMPLATE_FILE).write_text("short")
+    with pytest.raises(ConfigError, match=TEMPLATE_FILE):
+        recorded_template(tmp_path)
+    with pytest.raises(ConfigError):
+        record_template(tmp_path, "chat")
+
+
+def test_tokenization_follows_the_prompt_template():
+    tokenizer = byte_tokenizer()
+    records = Dataset.from_list(arithmetic_records(4, seed=1))
+    short = tokenize_records(records, tokenizer, cutoff_len=1000, labels="response", template="short")
+    for record, example in zip(records, short, strict=True):
+        prompt_ids = tokenizer(build_prompt(record["instruction"], template="short"))["input_ids"]
+        assert example["input_ids"][: len(prompt_ids)] == prompt_ids
+        assert example["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+        assert tokenizer.decode(example["input_ids"], skip_special_tokens=True).startswith(
+            f"Question: {record['instruction']}\nAnswer: "
+        )
 
 
 def test_validation_split_is_deterministic_by_seed_and_disjoint():

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from tiny_models import save_tiny_model
 
 from comol import load_adapter
+from orchestration.data.prompts import recorded_template
 from orchestration.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -87,7 +88,14 @@ def tiny_config(model_dir: Path, output_dir: Path, workers: int, **extra) -> Tra
             "dropout": 0.0,
             "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"],
         },
-        "data": {"source": "arithmetic", "size": 128, "val_size": 16, "cutoff_len": 320, "labels": "response"},
+        "data": {
+            "source": "arithmetic",
+            "size": 128,
+            "val_size": 16,
+            "cutoff_len": 320,
+            "labels": "response",
+            "prompt_template": "short",
+        },
         "training": {"batch_size": 8, "lr": 3e-2, "warmup_steps": 2, "max_steps": STEPS, "seed": 0},
         "logging": {"log_every": 1, "eval_every": 6, "checkpoint_every": 4, "poll_interval_s": 0.25},
         "resources": {"num_workers": workers, "cpus_per_worker": 1, "max_failures": 1, "start_timeout_s": 60},
@@ -163,6 +171,8 @@ def test_two_workers_learn_and_match_one_worker(ray_cluster, tiny_model_dir, out
     assert one.metrics["eval/max_abs_B"] == pytest.approx(saved_max_b, abs=1e-7)  # the trained adapter
     assert one.metrics["eval/adapter_layers"] == 8 and one.metrics["eval/in_eval_mode"] == 1
     assert one.metrics["eval/world_size"] == 1 and one.metrics["eval/option"] == 7
+    # Trained with the short template: the adapter records it and the evaluation hook was told it.
+    assert one.metrics["eval/short_prompt"] == 1 and recorded_template(two.adapter_path) == "short"
     assert not any(key.startswith("eval/") for key in two.metrics)  # no hook configured
 
     # The saved adapter is a PEFT-layout folder that comol.load_adapter puts into a fresh base model.

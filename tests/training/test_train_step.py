@@ -8,8 +8,15 @@ import torch.distributed as dist
 from tiny_models import save_tiny_model
 
 from orchestration.data.batching import collate, step_micro_batches
+from orchestration.data.prompts import recorded_template
 from orchestration.models import load_tokenizer
-from orchestration.training.checkpointing import gather_adapter, gather_optimizer, read_checkpoint, write_checkpoint
+from orchestration.training.checkpointing import (
+    ADAPTER_DIR,
+    gather_adapter,
+    gather_optimizer,
+    read_checkpoint,
+    write_checkpoint,
+)
 from orchestration.training.config import TrainConfig
 from orchestration.training.setup import build_data, build_model, build_optimizer
 from orchestration.training.step import train_step
@@ -94,7 +101,9 @@ def test_a_checkpoint_restores_adapter_optimizer_scheduler_and_step(process_grou
         gather_optimizer(built.model, optimizer),
         scheduler.state_dict(),
         step=3,
+        prompt_template="short",
     )
+    assert recorded_template(tmp_path / ADAPTER_DIR) == "short"  # evaluation and generation prompt as training did
     resumed = setup(model_dir, 1)  # a fresh worker: new model, optimizer and schedule
     _, _, _, built2, optimizer2, scheduler2 = resumed
     assert read_checkpoint(tmp_path, built2.model, optimizer2, scheduler2) == 3
@@ -135,6 +144,40 @@ def test_loss_on_kept_logits_equals_the_full_logits_loss(model_dir, labels):
     torch.testing.assert_close(total, reference, rtol=1e-5, atol=1e-4)
     for name, grad in kept.items():
         torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("template", ["short", None])
+def test_evaluation_prompts_as_the_adapter_was_trained(process_group, model_dir, tmp_path, template):
+    """The post-training hook gets the template recorded in the adapter folder (Alpaca when it records none), so
+    held-out problems are asked exactly as training asked them."""
+    import json
+
+    from orchestration.data.arithmetic import arithmetic_test_records
+    from orchestration.data.prompts import TEMPLATE_FILE, build_prompt
+    from orchestration.training.config import BenchmarkEvaluation
+    from orchestration.training.hooks import run_post_training_hook
+
+    _, tokenizer, _, built, optimizer, scheduler = setup(model_dir, 1)
+    checkpoint = tmp_path / "checkpoint"
+    state = gather_adapter(built.model), gather_optimizer(built.model, optimizer), scheduler.state_dict()
+    write_checkpoint(checkpoint, built.model, built.adapter_config, *state, step=0, prompt_template=template or "short")
+    if template is None:  # an adapter saved before templates were recorded
+        (checkpoint / ADAPTER_DIR / TEMPLATE_FILE).unlink()
+    generations = tmp_path / "generations.jsonl"
+    options = {"math": [], "arithmetic": {"size": 4, "train_size": 64, "data_seed": 0}, "max_new_tokens": 2}
+    hook = BenchmarkEvaluation.model_validate(
+        {
+            "hook": "orchestration.evaluation.benchmarks:training_hook",
+            "options": {**options, "generations_path": str(generations)},
+        }
+    )
+    metrics = run_post_training_hook(
+        hook, checkpoint / ADAPTER_DIR, str(model_dir), tokenizer, rank=0, world_size=1, device=CPU, bf16=False
+    )
+    assert "eval/arithmetic/accuracy" in metrics
+    asked = [json.loads(line)["prompt"] for line in generations.read_text().splitlines()]
+    held_out = arithmetic_test_records(4, seed=0, train_size=64)
+    assert asked == [build_prompt(r["instruction"], template=template or "alpaca") for r in held_out]
 
 
 def test_training_batches_route_smear_on_the_prompt(model_dir):

@@ -24,6 +24,7 @@ def probe_hook(model, tokenizer, options, *, rank: int, world_size: int, device)
         "world_size": float(world_size),
         "in_eval_mode": float(not model.training),
         "option": float(options["option"]),
+        "short_prompt": float(options["prompt_template"] == "short"),  # the template the adapter records
     }
 
 
