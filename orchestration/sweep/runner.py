@@ -195,8 +195,9 @@ class _Record:
     optuna: Any = None  # OptunaState
 
 
-# What a resumed sweep may change without it becoming another sweep: which seeds run and how many trials at once.
-RESUMABLE_CHANGES = ("seeds", "resources.max_concurrent_trials")
+# What a resumed sweep may change without it becoming another sweep: which seeds run, how many trials at once, and
+# an Optuna search's budget (more configurations drawn from the same space).
+RESUMABLE_CHANGES = ("seeds", "resources.max_concurrent_trials", "search.optuna.num_samples")
 
 
 def spec_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -65,6 +65,10 @@ def test_seeds_and_concurrency_may_change_on_resume():
     spec = grid_spec("s", Path("/m"))
     more = copy.deepcopy(spec) | {"seeds": [0, 1, 2], "resources": {"max_concurrent_trials": 1}}
     assert spec_changes(spec, more) == []
+    optuna = {"optuna": {"num_samples": 2, "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}}
+    larger = copy.deepcopy(optuna)
+    larger["optuna"]["num_samples"] = 4  # a larger budget over the same space
+    assert spec_changes(spec | {"search": optuna}, spec | {"search": larger}) == []
     assert spec_changes(spec, copy.deepcopy(spec) | {"metric": "eval/loss"}) == ["metric"]
 
 
