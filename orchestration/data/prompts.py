@@ -87,11 +87,10 @@ def recorded_template(adapter_dir: str | Path) -> str:
     path = Path(adapter_dir) / TEMPLATE_FILE
     if not path.is_file():
         return DEFAULT_TEMPLATE
-    from comol.errors import ConfigError
-    from comol.user_files import read_json
+    try:
+        template = json.loads(path.read_text())["prompt_template"]
+    except (ValueError, KeyError, TypeError):
+        from comol.errors import ConfigError
 
-    data = read_json(path, "prompt template record")  # a damaged file names itself, like the adapter's own
-    if not isinstance(data, dict) or "prompt_template" not in data:
-        raise ConfigError(TEMPLATE_FILE, f'{path} does not hold {{"prompt_template": NAME}}')
-    template = data["prompt_template"]
+        raise ConfigError(TEMPLATE_FILE, f'{path} does not hold {{"prompt_template": NAME}}') from None
     return check_template(template)
