@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from comol.errors import ConfigError
 from comol.injection import adapter_layers, inject_adapter
 from comol.methods import AdapterConfig, AdapterLayer
 
@@ -58,15 +59,43 @@ def count_cost(model: nn.Module) -> AdapterCost:
     return AdapterCost(trainable, base, dict(per_target), flops, len(layers))
 
 
+# Shape settings of a config.json: a zero or negative one builds no model (or one whose numbers mean nothing).
+_SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+_SIZE_SUFFIXES = ("_size", "_dim", "_heads", "_layers", "_experts")
+
+
+def check_model_config(config_dict: dict) -> None:
+    """Refuse a config.json whose model type transformers does not know or whose shapes are not positive
+    integers, naming the key: transformers itself fails deep inside model construction."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = config_dict.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        examples = [t for t in ("llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3") if t in CONFIG_MAPPING]
+        raise ConfigError(
+            "model_type",
+            f"{model_type!r} is not a model type transformers knows (e.g. {', '.join(examples)})",
+        )
+    for key, value in config_dict.items():
+        is_size = key in _SIZE_KEYS or (key.endswith(_SIZE_SUFFIXES) and isinstance(value, int | float))
+        if is_size and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ConfigError(key, f"must be a positive integer, got {value!r}")
+
+
 def meta_model(config_dict: dict) -> nn.Module:
     """A causal LM built from a config dict on the meta device: real modules, no weights."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    check_model_config(config_dict)
     data = dict(config_dict)
     model_type = data.pop("model_type")
-    hf_config = AutoConfig.for_model(model_type, **data)
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(hf_config)
+    try:
+        hf_config = AutoConfig.for_model(model_type, **data)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config)
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:  # a config transformers cannot build
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError("model_type", f"cannot build a {model_type} causal LM from this config: {first}") from None
 
 
 def cost_of(config_dict: dict, adapter: AdapterConfig) -> AdapterCost:

@@ -1,11 +1,19 @@
-"""Errors raised on bad user input: each names the field and, where finite, the allowed values."""
+"""Errors raised on bad user input: each names the field or file and, where finite, the allowed values.
+
+Every one is an ``InputError``: the CLI's one error boundary answers it with a single paragraph and exit code 2,
+whatever layer raised it; anything else is a fault of the program, not of the input.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad user input of any kind (a setting, a file, a store the user named)."""
+
+
+class ConfigError(InputError):
     """A user-supplied value is invalid. ``field`` names the offending setting."""
 
     def __init__(self, field: str, message: str, allowed: Iterable[object] | None = None):
@@ -21,6 +29,10 @@ class ConfigError(ValueError):
         """The same error under the name the user wrote for the setting (a CLI flag, a field of a bigger file)."""
         return ConfigError(field, self.message, self.allowed)
 
+    def in_file(self, path: object) -> ConfigError:
+        """The same error, saying which file holds the setting (a saved adapter, a model's config.json)."""
+        return ConfigError(self.field, f"{self.message} (in {path})", self.allowed)
+
 
 class TargetNotFoundError(ConfigError):
     """``target_modules`` matched no Linear layer of the model."""
@@ -34,3 +46,14 @@ class TargetNotFoundError(ConfigError):
             f"Linear leaf names in this model: {', '.join(leaves)}",
         )
         self.linear_names = linear_names
+
+
+class InputFileError(InputError):
+    """A file the user named (directly, or through a store or registry) cannot be read as what it must be:
+    not UTF-8, not valid JSON/YAML/safetensors, too deep or too big, or weights that do not fit."""
+
+    def __init__(self, path: object, what: str, reason: str):
+        self.path = str(path)
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what} {path}: {reason}")

@@ -14,13 +14,15 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from comol.errors import ConfigError
+from comol.errors import ConfigError, InputFileError
 from comol.injection import adapter_layers, inject_adapter
 from comol.methods import METHODS, AdapterConfig
 from comol.methods.lora import LoRAConfig
+from comol.user_files import read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -108,32 +110,68 @@ def save_adapter(
 
 def _read_config_json(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
-    return json.loads(path.read_text())
+    data = read_json(path, "adapter config")
+    if not isinstance(data, dict):
+        raise InputFileError(path, "adapter config", f"must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def _config_of(directory: str | Path, data: dict) -> AdapterConfig:
+    """``config_from_json`` with the file named in its errors."""
+    try:
+        return config_from_json(data)
+    except ConfigError as err:
+        raise err.in_file(Path(directory) / CONFIG_NAME) from None
 
 
 def read_adapter_config(directory: str | Path) -> AdapterConfig:
-    return config_from_json(_read_config_json(directory))
+    return _config_of(directory, _read_config_json(directory))
+
+
+def _read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The saved tensors; a truncated, corrupt or hostile file (e.g. an oversized header) names the file."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter weights: no such file: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise InputFileError(path, "adapter weights file", f"it is not a readable safetensors file ({err})") from None
 
 
 def load_adapter(model: nn.Module, directory: str | Path) -> tuple[nn.Module, AdapterConfig]:
     """Inject the saved adapter into a fresh base ``model`` and load its weights (exactly), upgrading an adapter
     written in an older format to the current layout so it computes what it computed when it was saved."""
     data = _read_config_json(directory)
-    version = format_version(data)
-    config = config_from_json(data)
+    try:
+        version = format_version(data)
+    except ConfigError as err:
+        raise err.in_file(Path(directory) / CONFIG_NAME) from None
+    config = _config_of(directory, data)
     inject_adapter(model, config)
-    saved = load_file(str(Path(directory) / WEIGHTS_NAME))
+    saved = _read_weights(directory)
     layer_cls = METHODS[config.method].layer_cls
     if layer_cls is not None:
         saved = layer_cls.upgrade_saved(saved, version)
     own = adapter_state_dict(model)
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
+    where = Path(directory) / WEIGHTS_NAME
     if missing or unexpected:
-        raise ValueError(
-            f"adapter in {directory} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        raise InputFileError(
+            where,
+            f"{config.method} adapter",
+            f"its tensors do not fit a {config.method} adapter on this model (is it another method's?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}",
+        )
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in saved.items() if v.shape != own[k].shape]
+    if wrong:
+        key, got, expected = wrong[0]
+        raise InputFileError(
+            where,
+            f"{config.method} adapter",
+            f"{len(wrong)} tensor(s) have the wrong shape for this model and config, e.g. {key} is {list(got)}, "
+            f"expected {list(expected)}",
         )
     by_saved = {_saved_key(k): k for k in model.state_dict() if _saved_key(k) in saved}
     target = {by_saved[k]: v for k, v in saved.items()}

@@ -13,17 +13,80 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from comol.errors import ConfigError
+from comol.user_files import read_text
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML as a researcher means it: only ``true``/``false`` are booleans (YAML 1.2; 1.1's ``yes``/``no``/``on``/
+    ``off`` stay strings, so a rank of ``yes`` is refused instead of becoming 1) and a key given twice in one
+    mapping is an error instead of the last one silently winning."""
+
+    yaml_implicit_resolvers: typing.ClassVar[dict[Any, list[Any]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may be overridden: that is its point
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+# A real config or spec has hundreds of values. Anchors and aliases let a few lines stand for billions of them
+# (an "alias bomb"); counting every value as it would be expanded, up to this many, refuses one in milliseconds.
+MAX_YAML_VALUES = 100_000
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` if it expands to more than ``MAX_YAML_VALUES`` values (shared aliases counted each time)."""
+    budget = MAX_YAML_VALUES
+    stack = [data]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                where,
+                f"expands to more than {MAX_YAML_VALUES:,} values (anchors and aliases count each time they are "
+                "used): refused as too large for a config",
+            )
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def parse_yaml(text: str, source: object, field: str) -> Any:
+    """``text`` read by ``StrictLoader`` and checked for size; any problem is a ``ConfigError`` on ``field``."""
+    try:
+        data = yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(field, f"{source} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(field, f"{source} is nested too deeply to read") from None
+    _check_size(data, field)
+    return data
 
 
 def read_yaml(path: str | Path, what: str, field: str) -> Any:
     """The parsed contents of ``path``; a missing file names ``what`` it should be, bad YAML names ``field``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(field, f"{path} is not valid YAML: {err}") from None
+    return parse_yaml(read_text(path, what), path, field)
 
 
 # Under a union (a list or a range), the branch whose type did not even match is the least helpful error.

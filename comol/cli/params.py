@@ -103,11 +103,17 @@ def adapter_config(method_name: str, values: dict[str, Any], spelled: dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from comol.accounting import cost_of
+    from comol.errors import ConfigError
     from comol.model_configs import load_model_config_dict, resolve_model_config
 
     adapter = adapter_config(args.method, vars(args), args.spelled)
     model_config = load_model_config_dict(args.model_config)
-    cost = cost_of(model_config, adapter)
+    try:
+        cost = cost_of(model_config, adapter)
+    except ConfigError as err:  # a key of the model's config.json: say which file it is in
+        if err.field in adapter.settings():
+            raise
+        raise err.renamed(f"model-config {resolve_model_config(args.model_config)}: {err.field}") from None
     report = {
         "model_config": str(resolve_model_config(args.model_config)),
         "method": adapter.method,

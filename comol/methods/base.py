@@ -22,6 +22,10 @@ from comol.errors import ConfigError
 
 DEFAULT_ADAPTER = "default"
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
+# Keys a saved adapter config carries besides the settings: what it is, not how it computes.
+RECORD_KEYS = ("method", "peft_type", "task_type")
+# Settings every saved config has had since the first format: without them its weights cannot be read right.
+REQUIRED_KEYS = ("r", "alpha", "target_modules")
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,25 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The config a saved ``adapter_config.json`` describes. Strict, because the file decides what the loaded
+        weights compute: a key this method does not know (``use_dora``, a misspelling) or a label of another
+        method is an error, never silently dropped; so is a missing core setting (a default would misread it)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names) - set(RECORD_KEYS))
+        if unknown:
+            raise ConfigError(unknown[0], f"is not a setting of method {cls.method!r}", allowed=names)
+        labelled = data.get("method", cls.method)
+        if labelled != cls.method:
+            raise ConfigError("method", f"says {labelled!r} but the adapter type is {cls.method!r}")
+        missing = [name for name in REQUIRED_KEYS if name not in data]
+        if missing:
+            raise ConfigError(missing[0], f"is required in a saved {cls.method} adapter config")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError("adapter config", f"a setting has the wrong type: {err}") from None
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from comol.errors import ConfigError
+from comol.user_files import read_json
 
 CONFIG_DIR = Path(__file__).parent
 SHIPPED = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.json"))}
@@ -37,10 +37,7 @@ def resolve_model_config(name_or_path: str) -> Path:
 
 def load_model_config_dict(name_or_path: str) -> dict:
     path = resolve_model_config(name_or_path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError("model-config", f"{path} is not valid JSON: {err}") from None
+    data = read_json(path, "model-config file")
     if not isinstance(data, dict) or "model_type" not in data:
         raise ConfigError("model-config", f"{path} is not a Hugging Face config.json (no 'model_type')")
     return data

@@ -30,18 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_records(path: str, field: str) -> tuple[list[str], list[str]]:
     """(completions, answers) from a JSON list; ConfigError naming the record and field on bad input."""
-    import json
-    from pathlib import Path
-
     from comol.errors import ConfigError
+    from comol.user_files import read_json
 
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"--data: no such file: {path}")
-    try:
-        records = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError("--data", f"{path} is not valid JSON: {err}") from None
+    records = read_json(path, "--data file")
     if not isinstance(records, list) or not records:
         raise ConfigError("--data", f"{path} must hold a non-empty JSON list of records")
     completions, answers = [], []

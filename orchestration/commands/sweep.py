@@ -2,7 +2,9 @@
 
 Works the same on a laptop (a private local Ray is started) and as
 ``ray job submit --working-dir . -- comol sweep SPEC.yaml`` on a cluster ($RAY_ADDRESS is joined).
-Every trial config is validated before Ray starts; bad input exits with code 2 and names the field.
+Every trial config is validated before Ray starts; bad input exits with code 2 and names the field. ``--resume``
+refuses a spec that changed since the sweep was recorded (beyond seeds and concurrency) unless
+``--allow-spec-change`` is given, which records the new spec as a revision.
 ``--dry-run`` validates and lists the plan; ``--dry-run --json`` prints it as JSON with each configuration's
 trainable parameters, so the cost of a sweep is seen before it is launched.
 """
@@ -20,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC.yaml", help="sweep spec, e.g. search_spaces/quickstart.yaml")
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep: finished trials (in MLflow) are not run again"
+    )
+    parser.add_argument(
+        "--allow-spec-change",
+        action="store_true",
+        help="with --resume: continue although the spec changed (beyond seeds and concurrency) since the sweep was "
+        "recorded; the new spec is recorded on the parent run as a revision, the earlier ones are kept",
     )
     from orchestration.tracking.store import DEFAULT_DESCRIPTION
 
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)  # long URIs and commands stay on one line, copy-pasteable
     if args.json and not args.dry_run:
         raise ConfigError("json", "--json prints the plan of --dry-run; add --dry-run (a sweep prints its progress)")
+    if args.allow_spec_change and not args.resume:
+        raise ConfigError("allow-spec-change", "only applies to --resume (a new sweep records the spec it is given)")
     if args.dry_run:
         spec, paths, plan = prepare(args.spec, args.output_dir)
         if args.json:
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_sweep(  # validates every trial before Ray or MLflow is touched
         spec,
         resume=args.resume,
+        allow_spec_change=args.allow_spec_change,
         tracking_uri=args.tracking_uri,
         output_dir=args.output_dir,
         address=args.address,

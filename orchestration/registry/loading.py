@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any, NamedTuple
 
 import torch
@@ -95,6 +96,12 @@ def load_registered_adapter(
         base = config.base_model_name_or_path
         if not base:
             raise ConfigError("base_model_name_or_path", f"the adapter at {model_uri!r} does not name its base model")
+        if ".." in PurePath(base).parts:  # a stored record must not steer the loader to a path relative to here
+            raise ConfigError(
+                "base_model_name_or_path",
+                f"{base!r} (in the adapter at {model_uri!r}) climbs out of its folder with '..': a base model is "
+                "named by a hub id, a shipped name (smollm2-135m) or an absolute path",
+            )
         model, tokenizer = (loader or default_loader)(base)
         model, _ = load_adapter(model, local)
         template = recorded_template(local)

@@ -14,6 +14,7 @@ from typing import Any
 from comol.accounting import AdapterCost
 from comol.errors import ConfigError
 from comol.model_configs import SAME_SHAPES, SHIPPED, shipped_config
+from comol.user_files import read_json
 from orchestration.sweep.space import SweepPlan, TrialPlan
 
 # Keys that describe how the weights were stored or trained, not the shapes: the meta model ignores them.
@@ -28,9 +29,9 @@ def model_config(model: str) -> tuple[dict[str, Any], str]:
     local = Path(model) / "config.json"
     shipped = shipped_config(model)
     if local.is_file():
-        config, source = json.loads(local.read_text()), str(local)
+        config, source = read_json(local, "model config"), str(local)
     elif shipped is not None:  # the paper's models ship their config.json with comol: no download
-        config, source = json.loads(shipped.read_text()), str(shipped)
+        config, source = read_json(shipped, "model config"), str(shipped)
     else:  # any other hub id: its config, as from_pretrained will fetch it for training anyway
         from transformers import AutoConfig
 

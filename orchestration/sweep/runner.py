@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +28,7 @@ from orchestration.tracking.labels import configuration_labels
 from orchestration.tracking.schema import metric_key
 from orchestration.tracking.seeds import format_mean_std, seed_mean_std
 from orchestration.tracking.store import default_tracking_uri, resolve_tracking_uri
-from orchestration.tracking.writer import SweepTracker
+from orchestration.tracking.writer import SweepTracker, spec_yaml
 
 TRIAL_MEMORY_ENTRY = "train"  # the entry whose trials hold no CPU (their train workers hold it)
 # Ray storage (Tune and Train storage_path) for a cluster: s3://bucket (or a folder every node mounts).
@@ -73,6 +74,12 @@ def resolve_tracking(spec: SweepSpec, override: str | None) -> tuple[str, str | 
 
 def sweep_paths(spec: SweepSpec, override: str | None) -> SweepPaths:
     root = Path(override or spec.output_dir or Path.cwd() / "outputs" / "sweeps" / spec.name).expanduser().resolve()
+    # Checked here, before MLflow or Ray: a file in the way would otherwise fail the sweep after its experiment
+    # and parent run were created.
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        field = "--output-dir" if override else "output_dir"
+        raise ConfigError(field, f"{root} cannot be the sweep folder: {blocking} is a file, not a folder")
     storage = os.environ.get(STORAGE_ENV, "").strip()
     if not storage:
         return SweepPaths(root, root / "train", root / "tune")
@@ -188,8 +195,28 @@ class _Record:
     optuna: Any = None  # OptunaState
 
 
+# What a resumed sweep may change without it becoming another sweep: which seeds run, how many trials at once, and
+# an Optuna search's budget (more configurations drawn from the same space).
+RESUMABLE_CHANGES = ("seeds", "resources.max_concurrent_trials", "search.optuna.num_samples")
+
+
+def spec_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The dotted fields in which ``current`` differs from the ``recorded`` spec (both as recorded), leaving out
+    ``RESUMABLE_CHANGES``."""
+    old = schema.flatten(yaml.safe_load(spec_yaml(recorded)) or {})
+    new = schema.flatten(yaml.safe_load(spec_yaml(current)) or {})
+    changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    return sorted(k for k in changed if not any(k == r or k.startswith(f"{r}.") for r in RESUMABLE_CHANGES))
+
+
 def _open_record(
-    spec: SweepSpec, sweep_plan: SweepPlan, paths: SweepPaths, uri: str, artifacts: str | None, resume: bool
+    spec: SweepSpec,
+    sweep_plan: SweepPlan,
+    paths: SweepPaths,
+    uri: str,
+    artifacts: str | None,
+    resume: bool,
+    allow_spec_change: bool = False,
 ) -> _Record:
     """Experiment, parent run, finished trials (and the Optuna study): MLflow decides what is still to do."""
     from orchestration.sweep.search import optuna_searcher
@@ -202,7 +229,19 @@ def _open_record(
             f"sweep {spec.name!r} already has a record in {uri}; pass --resume to continue it "
             "(finished trials are not re-run), or give the sweep another name",
         )
-    parent_run_id = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
+    current = spec.model_dump(mode="json")
+    recorded = tracker.recorded_spec() if resume else None
+    changes = spec_changes(recorded, current) if recorded is not None else []
+    if changes and not allow_spec_change:  # checked before the record is touched
+        raise ConfigError(
+            "--resume",
+            f"the spec differs from the one sweep {spec.name!r} was recorded with in {uri}, in "
+            f"{', '.join(changes)}; resuming would mix two sweeps in one record. Restore those fields, give the "
+            "sweep another name, or pass --allow-spec-change to record this spec as a new revision",
+        )
+    parent_run_id = tracker.ensure_parent(current, spec.search.kind)
+    if changes:
+        tracker.record_spec_revision(current, changes)
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     done = tracker.finished()
     if spec.search.kind == "grid":
@@ -252,6 +291,7 @@ def run_sweep(
     spec: SweepSpec,
     *,
     resume: bool = False,
+    allow_spec_change: bool = False,
     tracking_uri: str | None = None,
     output_dir: str | None = None,
     address: str | None = None,
@@ -285,7 +325,7 @@ def run_sweep(
     phase("plan")
     handle: RaySession | None = None
     if resume:  # the record decides whether Ray is needed at all
-        record = _open_record(spec, sweep_plan, paths, uri, artifacts, resume)
+        record = _open_record(spec, sweep_plan, paths, uri, artifacts, resume, allow_spec_change)
         phase("mlflow")
     else:  # a new sweep always has trials to run: start Ray while MLflow is being set up
         with ThreadPoolExecutor(1, thread_name_prefix="comol-mlflow") as pool:

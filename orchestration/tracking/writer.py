@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,17 @@ if TYPE_CHECKING:
 ATTEMPTS = "comol.attempts"  # tag: how many times the trial's training was started
 PRUNED = "comol.pruned"  # tag: an early-stopping scheduler stopped the trial (its run ends KILLED)
 SWEEP_KIND = "comol.search"  # tag on the parent run: grid or optuna
-SPEC_ARTIFACT = "sweep/spec.yaml"
+SPEC_ARTIFACT = "sweep/spec.yaml"  # the spec the sweep runs with now (its latest revision)
+# A resume allowed to change the spec keeps every version: sweep/revisions/spec-0.yaml is the one the sweep was
+# started with (its parent run's params, which MLflow cannot change, stay that one's).
+SPEC_REVISIONS = "sweep/revisions"
+SPEC_REVISION = "comol.spec_revision"  # tag on the parent run: how many times a resume changed the spec
+SPEC_CHANGES = "comol.spec_changes"  # tag on the parent run: the fields the latest revision changed
+
+
+def spec_yaml(spec: Mapping[str, Any]) -> str:
+    """The spec as it is recorded (and compared when a sweep is resumed)."""
+    return yaml.safe_dump(json.loads(json.dumps(dict(spec), default=str)), sort_keys=False)
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -86,15 +98,44 @@ class SweepTracker:
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"sweep-{self.sweep}")
             self.parent_run_id = run.info.run_id
             _log_params(self.client, self.parent_run_id, schema.flatten({"sweep": dict(spec)}))
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / Path(SPEC_ARTIFACT).name
-                path.write_text(yaml.safe_dump(json.loads(json.dumps(dict(spec), default=str)), sort_keys=False))
-                self.client.log_artifact(self.parent_run_id, str(path), str(Path(SPEC_ARTIFACT).parent))
+            self._log_text(SPEC_ARTIFACT, spec_yaml(spec))
         else:
             self.parent_run_id = parent.info.run_id
             if parent.info.status != "RUNNING":
                 self.client.update_run(self.parent_run_id, status="RUNNING")
         return self.parent_run_id
+
+    def _log_text(self, artifact: str, text: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact).name
+            path.write_text(text)
+            self.client.log_artifact(self.parent_run_id, str(path), str(Path(artifact).parent))
+
+    def recorded_spec(self) -> dict[str, Any] | None:
+        """The spec the sweep's parent run holds (its latest revision); None without a parent or its artifact."""
+        from mlflow.exceptions import MlflowException
+
+        parent = self.find_parent()
+        if parent is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
+            try:
+                local = self.client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT, tmp)
+            except (MlflowException, OSError):
+                return None
+            return yaml.safe_load(Path(local).read_text())
+
+    def record_spec_revision(self, spec: Mapping[str, Any], changes: list[str]) -> int:
+        """Make ``spec`` the sweep's current spec, keeping every earlier one; returns its revision number."""
+        parent = self.client.get_run(self.parent_run_id)
+        revision = int(parent.data.tags.get(SPEC_REVISION, "0")) + 1
+        if revision == 1:
+            self._log_text(f"{SPEC_REVISIONS}/spec-0.yaml", spec_yaml(self.recorded_spec() or {}))
+        self._log_text(f"{SPEC_REVISIONS}/spec-{revision}.yaml", spec_yaml(spec))
+        self._log_text(SPEC_ARTIFACT, spec_yaml(spec))
+        self.client.set_tag(self.parent_run_id, SPEC_REVISION, str(revision))
+        self.client.set_tag(self.parent_run_id, SPEC_CHANGES, ", ".join(changes)[:5000])
+        return revision
 
     def trial_runs(self) -> list[Run]:
         return search_all(self.client, self.experiment_id, runs_filter(schema.ROLE_TRIAL, self.sweep))
@@ -113,6 +154,24 @@ class SweepTracker:
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """No MLflow download bar while the driver reads its own small record: the bar would land in the middle of
+    the one paragraph a refused resume prints. MLflow reads the switch per download; it is restored at once."""
+    previous = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = previous
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _metric_entities(metrics: Mapping[str, float], step: int) -> list:

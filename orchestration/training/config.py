@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,7 +25,7 @@ from pydantic import (
 )
 
 from comol.errors import ConfigError
-from orchestration.config_errors import config_error, read_yaml
+from orchestration.config_errors import config_error, parse_yaml, read_yaml
 from orchestration.data.arithmetic import ARITHMETIC
 from orchestration.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from orchestration.evaluation.options import BENCHMARK_HOOK, BenchmarkOptions
@@ -338,7 +337,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             if not isinstance(child, dict):
                 raise ConfigError(key, f"{part!r} is not a section, cannot set {leaf!r} in it")
             node = child
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else raw
+        node[leaf] = parse_yaml(raw, f"--set {key.strip()}", key.strip()) if raw.strip() else raw
     return data
 
 

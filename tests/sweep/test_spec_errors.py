@@ -38,6 +38,11 @@ def _with(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str
 
 OPTUNA = _with("search", {"optuna": {"num_samples": 2, "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}})
 
+# Nine levels of nine aliases: 9**9 (387 million) values once expanded, in a few hundred bytes.
+ALIAS_BOMB = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
+)
+
 # (id, spec or raw YAML text, the field the error must name, a word the message must contain)
 CASES: list[tuple[str, Any, str, str]] = [
     ("not-a-mapping", "- just\n- a list\n", "spec", "mapping"),
@@ -53,6 +58,28 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("rank-not-int", _with("search.grid.rank", ["four"]), "search.grid.rank[0]", "integer"),
     ("r-zero", _with("search.grid", {"method": ["comol"], "r": [0, 4]}), "search.grid.r", "positive"),
     ("one-axis-spelled-twice", _with("search.grid", {"rank": [4], "r": [8]}), "search.grid", "one axis"),
+    # YAML read strictly: a key given twice, YAML 1.1's yes/no where a number is meant, an alias bomb
+    (
+        "duplicate-key",
+        "name: a\nname: b\nsearch: {grid: {method: [comol], rank: [4, 8]}}\n",
+        "spec",
+        "duplicate key 'name'",
+    ),
+    (
+        "rank-yes",
+        "name: yes-rank\nentry: smoke\ntrain: {model: smollm2-135m, data: {size: 16}}\n"
+        "search: {grid: {method: [comol], rank: [yes, 8]}}\n",
+        "search.grid.rank[0]",
+        "integer",
+    ),
+    ("alias-bomb", "name: bomb\nsearch: {grid: {method: [comol], rank: [4]}}\n" + ALIAS_BOMB, "spec", "100,000"),
+    (
+        "alias-bomb-in-evaluation-options",
+        "name: bomb\nsearch: {grid: {method: [comol], rank: [4]}}\ntrain:\n  evaluation:\n    options:\n"
+        + "".join(f"      {line}\n" for line in ALIAS_BOMB.splitlines()),
+        "spec",
+        "100,000",
+    ),
     (
         "num-experts-on-lora",
         _with("search.grid", {"method": ["lora"], "num_experts": [4]}),

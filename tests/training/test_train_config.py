@@ -225,3 +225,48 @@ def test_arithmetic_evaluation_holds_out_the_runs_own_training_problems(tmp_path
     # Training on another source, the training set to hold out must be given.
     err = error_of({"data": {"source": str(data_file)}, "evaluation": {"hook": hook, "options": {"arithmetic": {}}}})
     assert err.field == "evaluation.options.arithmetic.train_size"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        # YAML 1.1 read yes/on as true, and pydantic then took true for the number 1
+        ("data: {source: arithmetic, size: yes}\n", "data.size", "integer"),
+        ("data: {source: arithmetic, size: 64}\ntraining: {max_steps: on}\n", "training.max_steps", "integer"),
+        ("data: {source: arithmetic, size: 64}\ndata: {size: 8}\n", "config", "duplicate key 'data'"),
+        (
+            "data: {source: arithmetic, size: 64}\nevaluation:\n  hook: orchestration.evaluation.benchmarks:"
+            "training_hook\n  options:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"    l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+            "config",
+            "100,000 values",
+        ),
+    ],
+    ids=["yes-as-size", "on-as-max-steps", "duplicate-section", "alias-bomb-in-evaluation-options"],
+)
+def test_yaml_is_read_strictly(tmp_path, text, field, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.field == field, caught.value
+    assert words in str(caught.value)
+
+
+def test_overrides_are_read_strictly_and_booleans_still_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {source: arithmetic, size: 64}\nmethod: comol\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["training.max_steps=yes"])
+    assert caught.value.field == "training.max_steps"
+    assert load_config(path, ["adapter.core_routing=false"]).adapter_config().core_routing is False
+
+
+def test_a_binary_config_is_an_input_error_naming_the_file(tmp_path):
+    from comol.errors import InputFileError
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x01binary")
+    with pytest.raises(InputFileError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value) and "UTF-8" in str(caught.value)
