@@ -81,6 +81,12 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     assert [m.step for m in steps] == [1, 2]  # per-step metrics from rank 0, logged by the trial driver
     metrics = run.data.metrics
     assert {"eval/average", "eval/addsub/accuracy", schema.METRIC_TRAINABLE, schema.METRIC_FLOPS} <= set(metrics)
+    # Where the trial's time went: start-up (trial start → first step, in parts) and evaluation, within training
+    parts = {f"time/startup/{p}_s" for p in ("workers", "imports", "process_group", "tokenizer", "data", "model")}
+    assert parts | {"time/startup/optimizer_s", "time/startup_s", "time/eval_s"} <= set(metrics), sorted(metrics)
+    assert all(metrics[p] >= 0 for p in parts) and not any(k.startswith("clock/") for k in metrics)
+    assert sum(metrics[p] for p in parts) <= metrics["time/startup_s"] < metrics["time/trial_s"]
+    assert 0 < metrics["time/eval_s"] < metrics[schema.METRIC_TRAIN_TIME]
     files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")}
     # the adapter in PEFT layout and the prompt template it was trained with (for evaluation and comol generate)
     assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/prompt_template.json"}

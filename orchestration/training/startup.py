@@ -1,0 +1,74 @@
+"""Where a run's time before its first optimizer step goes, and how long its evaluation takes.
+
+A worker cannot see when its trial began (the Tune driver started the Train controller, which started the
+workers), so it reports wall-clock marks (``clock/*``, seconds since the epoch) next to its own phase
+durations; the trial driver turns the marks into durations from its own start (:func:`startup_metrics`).
+Wall clocks agree between processes of one node, and within NTP's milliseconds across nodes: far below the
+seconds measured here.
+
+Reported by the worker (rank 0, in its final report):
+- ``clock/loop_imported``: when the training loop's module was imported in the worker process (the Train
+  controller and the worker actors had started by then); ``time/startup/imports_s``: how long that import
+  (torch, transformers, datasets, comol, beyond what Ray Train itself imports) took;
+- ``clock/loop_entered``: when the worker's training function began (after Ray Train set up the process group);
+- ``time/startup/<phase>_s``: tokenizer, data (records + tokenisation), model (load, adapter, sharding),
+  optimizer (and resume);
+- ``clock/first_step``: when the first optimizer step of this attempt began;
+- ``time/eval_s``: the post-training evaluation (model + adapter load on every rank, generation, scoring).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+CLOCK = "clock/"
+PHASE = "time/startup/"
+METRIC_STARTUP = "time/startup_s"
+METRIC_EVAL = "time/eval_s"
+LOOP_IMPORTED = f"{CLOCK}loop_imported"
+LOOP_ENTERED = f"{CLOCK}loop_entered"
+FIRST_STEP = f"{CLOCK}first_step"
+
+
+class StartupClock:
+    """A worker's start-up: wall-clock marks and phase durations, as report keys."""
+
+    def __init__(self, imported_at: float, imports_s: float):
+        self.values: dict[str, float] = {
+            LOOP_IMPORTED: imported_at,
+            f"{PHASE}imports_s": imports_s,
+            LOOP_ENTERED: time.time(),
+        }
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.values[f"{PHASE}{name}_s"] = time.perf_counter() - started
+
+    def first_step(self) -> None:
+        self.values.setdefault(FIRST_STEP, time.time())
+
+
+def startup_metrics(report: Mapping[str, Any], trial_started_at: float) -> dict[str, float]:
+    """A worker's start-up report → ``time/startup_s`` (trial start to first step) and its parts, in seconds.
+
+    ``time/startup/workers_s`` is trial start → the loop's module imported (Train controller and worker actors
+    start); ``time/startup/process_group_s`` is the import's end → the training function's start (Ray Train's
+    torch process group set-up). Marks missing from the report (a resumed run that had no step left) are skipped.
+    """
+    out = {k: float(v) for k, v in report.items() if k.startswith(PHASE)}
+    imported, entered, first = (report.get(k) for k in (LOOP_IMPORTED, LOOP_ENTERED, FIRST_STEP))
+    if imported is not None:
+        out[f"{PHASE}workers_s"] = float(imported) - trial_started_at
+        if entered is not None:
+            imports = float(report.get(f"{PHASE}imports_s", 0.0))
+            out[f"{PHASE}process_group_s"] = max(0.0, float(entered) - float(imported) - imports)
+    if first is not None:
+        out[METRIC_STARTUP] = float(first) - trial_started_at
+    return out
