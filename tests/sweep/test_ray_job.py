@@ -68,6 +68,7 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
         assert "succeeded" in job.stdout.lower(), logs
         assert "sweep job-submit complete: 1/1 trials finished" in job.stdout, logs
         assert f"MLflow tracking URI: {mlflow_server.uri}" in job.stdout, logs
+        assert "│ Base model" in job.stdout, logs  # the reference row of the summary
     finally:
         kill_tree(head_pgid, temp_dir)
 
@@ -93,6 +94,15 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     generations = client.download_artifacts(run.info.run_id, "generations/addsub.jsonl", str(tmp_path / "gen"))
     records = [json.loads(line) for line in Path(generations).read_text().splitlines()]
     assert len(records) == 2 and all("output" in r and "correct" in r for r in records)
+
+    # The untrained model, evaluated once by the same hook on the same workers: one FINISHED base run
+    (base,) = search_all(client, eid, f"tags.`{schema.ROLE}` = '{schema.ROLE_BASE}'")
+    assert (
+        base.info.status == "FINISHED" and base.data.tags[schema.PARENT_RUN_ID] == run.data.tags[schema.PARENT_RUN_ID]
+    )
+    assert {"eval/average", "eval/addsub/accuracy", "time/eval_s"} <= set(base.data.metrics)
+    base_generations = client.download_artifacts(base.info.run_id, "generations/addsub.jsonl", str(tmp_path / "bg"))
+    assert len(Path(base_generations).read_text().splitlines()) == 2
 
 
 def _pgid_of(temp_dir: str) -> int | None:
