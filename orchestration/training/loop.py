@@ -215,6 +215,7 @@ class _Worker:
                 self.report_with_checkpoint(metrics, step, f"checkpoint_{step:06d}")
             else:
                 ray.train.report(metrics)
+        self.clock.steps_done()
         final = self.report_with_checkpoint(
             metrics | {"status": "finished"}, total, FINAL_CHECKPOINT, extra=self.evaluate_final
         )

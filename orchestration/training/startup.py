@@ -13,7 +13,8 @@ Reported by the worker (rank 0, in its final report):
 - ``clock/loop_entered``: when the worker's training function began (after Ray Train set up the process group);
 - ``time/startup/<phase>_s``: tokenizer, data (records + tokenisation), model (load, adapter, sharding),
   optimizer (and resume);
-- ``clock/first_step``: when the first optimizer step of this attempt began;
+- ``clock/first_step``: when the first optimizer step of this attempt began; ``clock/steps_done``: when its last
+  step ended (``time/steps_s`` is the time in between: training proper);
 - ``time/eval_s``: the post-training evaluation (model + adapter load on every rank, generation, scoring).
 """
 
@@ -31,6 +32,8 @@ METRIC_EVAL = "time/eval_s"
 LOOP_IMPORTED = f"{CLOCK}loop_imported"
 LOOP_ENTERED = f"{CLOCK}loop_entered"
 FIRST_STEP = f"{CLOCK}first_step"
+STEPS_DONE = f"{CLOCK}steps_done"
+METRIC_STEPS = "time/steps_s"
 
 
 class StartupClock:
@@ -54,9 +57,13 @@ class StartupClock:
     def first_step(self) -> None:
         self.values.setdefault(FIRST_STEP, time.time())
 
+    def steps_done(self) -> None:
+        self.values[STEPS_DONE] = time.time()
+
 
 def startup_metrics(report: Mapping[str, Any], trial_started_at: float) -> dict[str, float]:
-    """A worker's start-up report → ``time/startup_s`` (trial start to first step) and its parts, in seconds.
+    """A worker's start-up report → ``time/startup_s`` (trial start to first step) and its parts, and
+    ``time/steps_s`` (first step to the end of the last), in seconds.
 
     ``time/startup/workers_s`` is trial start → the loop's module imported (Train controller and worker actors
     start); ``time/startup/process_group_s`` is the import's end → the training function's start (Ray Train's
@@ -71,4 +78,6 @@ def startup_metrics(report: Mapping[str, Any], trial_started_at: float) -> dict[
             out[f"{PHASE}process_group_s"] = max(0.0, float(entered) - float(imported) - imports)
     if first is not None:
         out[METRIC_STARTUP] = float(first) - trial_started_at
+        if report.get(STEPS_DONE) is not None:
+            out[METRIC_STEPS] = float(report[STEPS_DONE]) - float(first)
     return out

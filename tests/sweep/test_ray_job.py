@@ -88,6 +88,7 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     assert all(metrics[p] >= 0 for p in parts) and not any(k.startswith("clock/") for k in metrics)
     assert sum(metrics[p] for p in parts) <= metrics["time/startup_s"] < metrics["time/trial_s"]
     assert 0 < metrics["time/eval_s"] < metrics[schema.METRIC_TRAIN_TIME]
+    assert 0 < metrics["time/steps_s"] < metrics[schema.METRIC_TRAIN_TIME] - metrics["time/startup/model_s"]
     files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")}
     # the adapter in PEFT layout and the prompt template it was trained with (for evaluation and comol generate)
     assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/prompt_template.json"}
