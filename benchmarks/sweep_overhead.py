@@ -81,7 +81,7 @@ def trial_split(runs: list, console) -> None:
 
     from orchestration.sweep.trainable import METRIC_TRIAL_TIME
 
-    parts = ["workers", "imports", "process_group", "tokenizer", "data", "model", "optimizer"]
+    parts = ["workers", "imports", "dispatch", "tokenizer", "data", "model", "optimizer"]
     table = Table(title="per trial (s): start-up = trial start → first optimizer step")
     for header in ["trial", "trial", "start-up", *(f"  {p}" for p in parts), "steps", "eval", "rest"]:
         table.add_column(header, justify="left" if header == "trial" and not table.columns else "right")
@@ -126,7 +126,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="comol-overhead-"))
     os.chdir(root)  # the default local SQLite store and artifact folder land here
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, width=160)
     load_before = os.getloadavg()
     try:
         if args.spec:

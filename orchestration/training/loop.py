@@ -6,15 +6,11 @@ rank 0 attaches the checkpoints. After a worker-group restart the loop resumes f
 loss is not retried (it would recur): the run reports ``status: diverged`` and stops, and the driver
 turns that into a clear error.
 """
-# ruff: noqa: E402 (the clock starts before the heavy imports)
 
 from __future__ import annotations
 
-import time
-
-_IMPORTED_AT = time.time()  # before the heavy imports below: how long they take is part of a trial's start-up
-
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from orchestration import IMPORT_STARTED_AT
 from orchestration.data.batching import collate, eval_shard, step_micro_batches
 from orchestration.models import load_tokenizer
 from orchestration.training.checkpointing import (
@@ -40,7 +37,7 @@ from orchestration.training.startup import METRIC_EVAL, StartupClock
 from orchestration.training.step import StepStats, train_step, validation_loss
 
 FINAL_CHECKPOINT = "final"
-_IMPORTS_S = time.time() - _IMPORTED_AT
+_IMPORTED_AT = time.time()  # the project's imports in this process ran from orchestration.IMPORT_STARTED_AT to here
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -52,7 +49,7 @@ class _Worker:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.clock = StartupClock(_IMPORTED_AT, _IMPORTS_S)
+        self.clock = StartupClock(IMPORT_STARTED_AT, _IMPORTED_AT - IMPORT_STARTED_AT)
         clock = self.clock
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()

@@ -7,10 +7,10 @@ Wall clocks agree between processes of one node, and within NTP's milliseconds a
 seconds measured here.
 
 Reported by the worker (rank 0, in its final report):
-- ``clock/loop_imported``: when the training loop's module was imported in the worker process (the Train
-  controller and the worker actors had started by then); ``time/startup/imports_s``: how long that import
-  (torch, transformers, datasets, comol, beyond what Ray Train itself imports) took;
-- ``clock/loop_entered``: when the worker's training function began (after Ray Train set up the process group);
+- ``clock/imports_began``: when the worker process began importing this project (``orchestration``'s first
+  import); ``time/startup/imports_s``: how long importing the training loop took from there (torch,
+  transformers, peft, datasets, comol: whatever Ray Train had not imported yet);
+- ``clock/loop_entered``: when the worker's training function began;
 - ``time/startup/<phase>_s``: tokenizer, data (records + tokenisation), model (load, adapter, sharding),
   optimizer (and resume);
 - ``clock/first_step``: when the first optimizer step of this attempt began; ``clock/steps_done``: when its last
@@ -29,7 +29,7 @@ CLOCK = "clock/"
 PHASE = "time/startup/"
 METRIC_STARTUP = "time/startup_s"
 METRIC_EVAL = "time/eval_s"
-LOOP_IMPORTED = f"{CLOCK}loop_imported"
+IMPORTS_BEGAN = f"{CLOCK}imports_began"
 LOOP_ENTERED = f"{CLOCK}loop_entered"
 FIRST_STEP = f"{CLOCK}first_step"
 STEPS_DONE = f"{CLOCK}steps_done"
@@ -39,9 +39,9 @@ METRIC_STEPS = "time/steps_s"
 class StartupClock:
     """A worker's start-up: wall-clock marks and phase durations, as report keys."""
 
-    def __init__(self, imported_at: float, imports_s: float):
+    def __init__(self, imports_began: float, imports_s: float):
         self.values: dict[str, float] = {
-            LOOP_IMPORTED: imported_at,
+            IMPORTS_BEGAN: imports_began,
             f"{PHASE}imports_s": imports_s,
             LOOP_ENTERED: time.time(),
         }
@@ -65,17 +65,17 @@ def startup_metrics(report: Mapping[str, Any], trial_started_at: float) -> dict[
     """A worker's start-up report → ``time/startup_s`` (trial start to first step) and its parts, and
     ``time/steps_s`` (first step to the end of the last), in seconds.
 
-    ``time/startup/workers_s`` is trial start → the loop's module imported (Train controller and worker actors
-    start); ``time/startup/process_group_s`` is the import's end → the training function's start (Ray Train's
-    torch process group set-up). Marks missing from the report (a resumed run that had no step left) are skipped.
+    ``time/startup/workers_s`` is trial start → the worker began importing this project: the Train controller and
+    worker actors start, Ray Train's imports and its torch process group. ``time/startup/dispatch_s`` is the end of
+    the imports → the training function's start. Marks missing from the report are skipped.
     """
     out = {k: float(v) for k, v in report.items() if k.startswith(PHASE)}
-    imported, entered, first = (report.get(k) for k in (LOOP_IMPORTED, LOOP_ENTERED, FIRST_STEP))
-    if imported is not None:
-        out[f"{PHASE}workers_s"] = float(imported) - trial_started_at
+    began, entered, first = (report.get(k) for k in (IMPORTS_BEGAN, LOOP_ENTERED, FIRST_STEP))
+    if began is not None:
+        out[f"{PHASE}workers_s"] = float(began) - trial_started_at
         if entered is not None:
             imports = float(report.get(f"{PHASE}imports_s", 0.0))
-            out[f"{PHASE}process_group_s"] = max(0.0, float(entered) - float(imported) - imports)
+            out[f"{PHASE}dispatch_s"] = max(0.0, float(entered) - float(began) - imports)
     if first is not None:
         out[METRIC_STARTUP] = float(first) - trial_started_at
         if report.get(STEPS_DONE) is not None:

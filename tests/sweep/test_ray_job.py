@@ -83,7 +83,7 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     metrics = run.data.metrics
     assert {"eval/average", "eval/addsub/accuracy", schema.METRIC_TRAINABLE, schema.METRIC_FLOPS} <= set(metrics)
     # Where the trial's time went: start-up (trial start → first step, in parts) and evaluation, within training
-    parts = {f"time/startup/{p}_s" for p in ("workers", "imports", "process_group", "tokenizer", "data", "model")}
+    parts = {f"time/startup/{p}_s" for p in ("workers", "imports", "dispatch", "tokenizer", "data", "model")}
     assert parts | {"time/startup/optimizer_s", "time/startup_s", "time/eval_s"} <= set(metrics), sorted(metrics)
     assert all(metrics[p] >= 0 for p in parts) and not any(k.startswith("clock/") for k in metrics)
     assert sum(metrics[p] for p in parts) <= metrics["time/startup_s"] < metrics["time/trial_s"]
