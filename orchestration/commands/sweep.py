@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         console=console,
     )
-    if result.rows:
-        console.print(results_table(result.rows, spec.metric))
+    if result.rows or result.base_rows:
+        console.print(results_table(result.rows, spec.metric, result.base_rows))
     status = "complete" if result.complete else "INCOMPLETE"
     console.print(
         f"[bold]sweep {result.name} {status}[/]: {result.finished}/{result.planned} trials finished "

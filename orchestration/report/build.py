@@ -22,11 +22,35 @@ import pandas as pd
 from comol.errors import ConfigError
 from orchestration.report.aggregate import Column, aggregate, display_scale, runs_frame
 from orchestration.report.significance import ALPHA, Comparison, compare, holm, welch_p
-from orchestration.tracking import schema
-from orchestration.tracking.reader import SweepRecord
+from orchestration.tracking import labels, schema
+from orchestration.tracking.reader import BaseRun, SweepRecord, logged_metric_name
 
 MIN_SEEDS = 3  # the paper's standard: fewer seeds and the std (and every test) is shaky
 DEFAULT_REFERENCE = "lora"
+
+
+@dataclass(frozen=True)
+class BaseRow:
+    """The untrained model's scores in the table's columns (raw metric units): the reference row, outside the
+    marks and the tests (one deterministic evaluation, no seeds)."""
+
+    label: str
+    values: dict[str, float]  # column metric → value (NaN where it logged none)
+    run_id: str
+
+
+def base_rows(base: list[BaseRun], columns: list[Column]) -> list[BaseRow]:
+    rows = []
+    for run, label in zip(base, labels.base_labels([run.params for run in base]), strict=True):
+        values = {}
+        for column in columns:
+            if column.computed:  # the unweighted mean of the accuracies, as for the trained rows
+                accuracies = [values[c.metric] for c in columns if not c.computed and c.metric.endswith("/accuracy")]
+                values[column.metric] = float(np.mean(accuracies)) if accuracies else math.nan
+            else:
+                values[column.metric] = run.metrics.get(logged_metric_name(column.metric, set(run.metrics)), math.nan)
+        rows.append(BaseRow(label, values, run.run_id))
+    return rows
 
 
 @dataclass
@@ -46,6 +70,7 @@ class Report:
     significance: pd.DataFrame  # per configuration: headline vs best and vs reference, Holm-adjusted
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    base: list[BaseRow] = field(default_factory=list)  # the untrained model: the reference row (line in plots)
 
     def seed_values(self, config_id: str, metric: str) -> np.ndarray:
         rows = self.runs[self.runs["config_id"] == config_id].sort_values("seed")
@@ -134,6 +159,7 @@ def build_report(record: SweepRecord, reference: str | None = None) -> Report:
         marks={},
         significance=pd.DataFrame(),
         notes=list(record.notes) + ([ref.note] if ref.note else []),
+        base=base_rows(record.base, columns),
     )
     for column in columns:
         marks = _column_marks(table, column.metric)

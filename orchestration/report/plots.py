@@ -68,6 +68,14 @@ def _reference_line(ax: plt.Axes, report: Report) -> None:
     ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=f"{row['label']} (reference)")
 
 
+def _base_line(ax: plt.Axes, report: Report) -> None:
+    """The untrained model's score: what every point is fine-tuned up from."""
+    for row in report.base:
+        value = row.values.get(report.headline.metric)
+        if value is not None and not pd.isna(value):
+            ax.axhline(value * report.scale, color="tab:red", linestyle="-.", linewidth=1, label=row.label)
+
+
 def _log2_axis(ax: plt.Axes, values: pd.Series, xlabel: str, title: str, report: Report) -> None:
     """A base-2 log x axis ticked at the swept values (ranks and expert counts are powers of two)."""
     ticks = sorted(values.unique())
@@ -93,6 +101,7 @@ def plot_rank(report: Report, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     _errorbar_series(ax, table, "rank", table["label"].map(lambda s: _series_name(s, "r")), report)
+    _base_line(ax, report)
     _log2_axis(ax, table["rank"], "LoRA rank r", f"{report.sweep}: {_ylabel(report)} vs rank", report)
     return _finish(fig, ax, path)
 
@@ -112,6 +121,7 @@ def plot_experts(report: Report, path: Path) -> Path | None:
 
     _errorbar_series(ax, table, "experts", table.apply(series, axis=1), report)
     _reference_line(ax, report)
+    _base_line(ax, report)
     title = f"{report.sweep}: {_ylabel(report)} vs experts, core routing on/off"
     _log2_axis(ax, table["experts"], "number of experts N", title, report)
     return _finish(fig, ax, path)
@@ -151,6 +161,7 @@ def plot_params(report: Report, path: Path) -> Path | None:
         linewidth=1.2,
         label="Pareto front (fewer params, higher accuracy)",
     )
+    _base_line(ax, report)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: human(v)))

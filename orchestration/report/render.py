@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from orchestration.report.build import MIN_SEEDS, Report
+from orchestration.report.build import MIN_SEEDS, BaseRow, Report
 from orchestration.report.significance import ALPHA, CONFIDENCE, INTERVAL, MAX_SEEDS, POWER
 
 DAGGER = "†"
@@ -41,7 +41,18 @@ def caption(report: Report) -> str:
     )
     if ref:
         text += f" Reference for the significance tables: {ref}."
+    if report.base:
+        text += (
+            " Last row: the untrained base model, scored once by the same evaluation with the same prompts (greedy "
+            "decoding: no seeds, no spread); what fine-tuning is measured against, outside the marks and tests."
+        )
     return text
+
+
+def base_cells(report: Report, row: BaseRow) -> list[str]:
+    """A base row's cells in the table's columns (after Method and Seeds), then the extra columns."""
+    values = [row.values.get(c.metric, math.nan) for c in report.columns]
+    return [*("–" if pd.isna(v) else f"{v * report.scale:.1f}" for v in values), "0", "–", "–"]
 
 
 def _cell_text(report: Report, cid: str, metric: str) -> tuple[str, set[str]]:
@@ -200,6 +211,10 @@ def rich_tables(report: Report) -> Group:
                 cell.append(DAGGER)
             cells.append(cell)
         table.add_row(escape(_label(report, cid)), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid))
+    if report.base:
+        table.add_section()
+    for row in report.base:
+        table.add_row(escape(row.label), "–", *base_cells(report, row), style="dim")
     parts: list = [table]
     for prefix, title in _comparisons(report):
         sig = Table(title=title, caption=escape(significance_caption(report, prefix)), caption_justify="left")
@@ -246,6 +261,7 @@ def markdown(report: Report, plots: list[str] | None = None) -> str:
             text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
             cells.append(text + (DAGGER if "dagger" in marks else ""))
         lines.append(_md_row([_label(report, cid), str(report.table.at[cid, "seeds"]), *cells, *_extra(report, cid)]))
+    lines += [_md_row([f"*{row.label}*", "–", *base_cells(report, row)]) for row in report.base]
     for number, (prefix, _) in enumerate(_comparisons(report), start=2):
         headers = significance_headers(report, prefix)
         lines += ["", f"**Table {number}.** {significance_caption(report, prefix)}", "", _md_row(headers)]
@@ -281,7 +297,15 @@ def csv_frame(report: Report) -> pd.DataFrame:
             if field == "seeds_needed":  # a count, empty where it cannot be said (the note says why)
                 values = pd.to_numeric(values).astype("Int64")
             out[f"{report.headline.title} {prefix} {name}"] = values
-    return out
+    base = [  # the reference rows: their scores, no seeds, no tests
+        {"label": row.label, "method": "base", "seeds": 0, "seed_list": "", "params": 0}
+        | {f"{c.title} mean": row.values.get(c.metric, math.nan) for c in report.columns}
+        for row in report.base
+    ]
+    if not base:
+        return out
+    index = pd.Index([f"base:{row.run_id}" for row in report.base], name=out.index.name)
+    return pd.concat([out, pd.DataFrame(base, index=index)])
 
 
 def csv_significance_columns() -> dict[str, str]:
@@ -353,6 +377,11 @@ def latex(report: Report) -> str:
         lines.append(
             " & ".join([tex_escape(_label(report, cid)), *cells, human(report.table.at[cid, "params"])]) + r" \\"
         )
+    if report.base:
+        lines.append(r"\midrule")
+    for row in report.base:
+        cells = base_cells(report, row)[: len(report.columns)]
+        lines.append(" & ".join([rf"\textit{{{tex_escape(row.label)}}}", *cells, "0"]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     for prefix, _ in _comparisons(report):
         headers = [tex_escape(h) for h in significance_headers(report, prefix)]

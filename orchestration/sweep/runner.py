@@ -24,7 +24,7 @@ from orchestration.ray_session import RaySession, connect_ray
 from orchestration.sweep.space import SweepPlan, TrialPlan, plan
 from orchestration.sweep.spec import SweepSpec, load_spec
 from orchestration.tracking import schema
-from orchestration.tracking.labels import configuration_labels
+from orchestration.tracking.labels import base_labels, configuration_labels
 from orchestration.tracking.schema import metric_key
 from orchestration.tracking.seeds import format_mean_std, seed_mean_std
 from orchestration.tracking.store import default_tracking_uri, resolve_tracking_uri
@@ -54,6 +54,7 @@ class SweepResult:
     failed: int
     wall_s: float
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per configuration: seed mean ± std
+    base_rows: list[dict[str, Any]] = field(default_factory=list)  # the untrained model: label, value (base_row.py)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: plan, mlflow, ray_start, tune, summary, …
 
     @property
@@ -156,8 +157,22 @@ def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dic
     return rows
 
 
-def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
-    table = Table(title=f"{metric}: mean ± std over seeds, best first")
+def base_summary_rows(record: _Record, spec: SweepSpec) -> list[dict[str, Any]]:
+    """The untrained model's row(s): its score on the sweep's metric (when it has one), labelled by what it is."""
+    from orchestration.tracking.reader import base_runs
+
+    metric = metric_key(spec.metric)
+    runs = base_runs(record.tracker.client, record.tracker.experiment_id, spec.name)
+    names = base_labels([run.params for run in runs])
+    return [
+        {"label": name, "key": run.key, "value": run.metrics.get(metric, math.nan)}
+        for run, name in zip(runs, names, strict=True)
+    ]
+
+
+def results_table(rows: list[dict[str, Any]], metric: str, base: list[dict[str, Any]] = ()) -> Table:
+    """The summary: one row per configuration, best first, then the untrained model as the reference row."""
+    table = Table(title=f"{metric}: mean ± std over seeds, best first; the untrained model last, as the reference")
     table.add_column("configuration")
     table.add_column("seeds", justify="right")
     table.add_column(metric, justify="right")
@@ -167,6 +182,11 @@ def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
         trainable = f"{r['trainable']:,.0f}" if not math.isnan(r["trainable"]) else "?"
         score = format_mean_std(r["mean"], r["std"])
         table.add_row(r["label"], str(r["seeds"]), score, trainable, r["config_id"])
+    if rows and base:
+        table.add_section()
+    for r in base:
+        value = "–" if math.isnan(r["value"]) else f"{r['value']:.4f}"  # one greedy evaluation: no spread
+        table.add_row(r["label"], "–", value, "0", f"base {r['key']}")
     return table
 
 
@@ -193,6 +213,7 @@ class _Record:
     remaining: list[TrialPlan]  # grid: the trials still to run
     to_run: int
     optuna: Any = None  # OptunaState
+    base_todo: list[Any] = field(default_factory=list)  # base_row.BasePlan: untrained evaluations still to record
 
 
 # What a resumed sweep may change without it becoming another sweep: which seeds run, how many trials at once, and
@@ -219,6 +240,7 @@ def _open_record(
     allow_spec_change: bool = False,
 ) -> _Record:
     """Experiment, parent run, finished trials (and the Optuna study): MLflow decides what is still to do."""
+    from orchestration.sweep.base_row import base_plans, missing
     from orchestration.sweep.search import optuna_searcher
 
     tracker = SweepTracker(uri, spec.name, artifacts)
@@ -244,14 +266,16 @@ def _open_record(
         tracker.record_spec_revision(current, changes)
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     done = tracker.finished()
+    base_todo = missing(base_plans(sweep_plan, str(paths.train_dir)), tracker)
     if spec.search.kind == "grid":
         remaining = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
         planned = len(sweep_plan.trials)
-        return _Record(tracker, parent_run_id, planned, planned - len(remaining), remaining, len(remaining))
+        already = planned - len(remaining)
+        return _Record(tracker, parent_run_id, planned, already, remaining, len(remaining), base_todo=base_todo)
     state = optuna_searcher(spec, paths.sweep_dir)
     planned = spec.search.optuna.num_samples * len(spec.seeds)
     to_run = state.remaining * len(spec.seeds)
-    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state)
+    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state, base_todo)
 
 
 def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
@@ -302,7 +326,6 @@ def run_sweep(
     """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestration.sweep.progress import SweepProgress
     from orchestration.sweep.trainable import SweepContext
 
     console = console or Console()
@@ -348,11 +371,13 @@ def run_sweep(
         )
 
     failed = ran = 0
-    if record.to_run:
+    if record.to_run or record.base_todo:
         if handle is None:
             handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
         try:
+            _base_rows(record, console, paths)
+            phase("base_model")
             context = SweepContext(
                 spec=spec,
                 uri=uri,
@@ -362,16 +387,8 @@ def run_sweep(
                 train_dir=str(paths.train_dir),
                 trials={t.key: t for t in record.remaining},
             )
-            progress = SweepProgress(context, record.planned, record.already, metric_key(spec.metric), console)
-            tuner = _tuner(sweep_plan, record, context, progress, paths)
-            phase("tune_setup")
-            try:
-                results = tuner.fit()
-            finally:
-                progress.close()
-            phase("tune")
-            failed = sum(1 for r in results if r.error is not None)
-            ran = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial/cached") == 0)
+            if record.to_run:
+                failed, ran = _run_trials(sweep_plan, record, context, paths, console, phase)
         finally:
             logs = handle.close(keep_logs=failed > 0)
             if logs:
@@ -380,6 +397,39 @@ def run_sweep(
     elif handle is not None:
         handle.close()
     return _finish(spec, record, uri, ran, failed, started, phases, phase)
+
+
+def _base_rows(record: _Record, console: Console, paths: SweepPaths) -> None:
+    """The untrained model's evaluation, before the trials (it needs the same workers). A failure is reported
+    and the trials run on: they are the sweep's result, the base row only their reference."""
+    from orchestration.sweep.base_row import record_base_rows
+
+    if not record.base_todo:
+        return
+    try:
+        record_base_rows(record.base_todo, record.tracker, console, paths.sweep_dir)
+    except Exception as err:  # reported; the summary then shows no base row
+        console.print(f"[red]base-model evaluation failed[/] ({type(err).__name__}: {err}); the trials run on")
+
+
+def _run_trials(
+    sweep_plan: SweepPlan, record: _Record, context: Any, paths: SweepPaths, console: Console, phase: Any
+) -> tuple[int, int]:
+    """Tune over the missing trials: (failed, ran)."""
+    from orchestration.sweep.progress import SweepProgress
+
+    spec = sweep_plan.spec
+    progress = SweepProgress(context, record.planned, record.already, metric_key(spec.metric), console)
+    tuner = _tuner(sweep_plan, record, context, progress, paths)
+    phase("tune_setup")
+    try:
+        results = tuner.fit()
+    finally:
+        progress.close()
+    phase("tune")
+    failed = sum(1 for r in results if r.error is not None)
+    ran = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial/cached") == 0)
+    return failed, ran
 
 
 def _finish(
@@ -393,6 +443,7 @@ def _finish(
     result = SweepResult(
         spec.name, uri, tracker.experiment_id, record.parent_run_id, record.planned, finished, ran, failed, 0.0, rows
     )
+    result.base_rows = base_summary_rows(record, spec)
     tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": record.planned})
     if rows and not math.isnan(rows[0]["mean"]):
         tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})

@@ -282,6 +282,12 @@ class SweepSpec(_Strict):
         default="train", description="train: TorchTrainer + evaluation; smoke: seconds-long in-process check"
     )
     output_dir: str | None = Field(default=None, description="default: <cwd>/outputs/sweeps/<name>")
+    base_row: bool = Field(
+        default=True,
+        description="evaluate the untrained base model once (train entry with an evaluation hook) and show it as "
+        "the reference row of the summary and the report; it is reused from any earlier sweep in the same MLflow "
+        "store with the same model, evaluation, prompt template, precision and workers",
+    )
 
     @field_validator("name")
     @classmethod

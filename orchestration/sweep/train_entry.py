@@ -38,14 +38,15 @@ STEP_NAMES = {
 
 
 def schema_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """One training report in the schema's names (``step`` kept; eval/* from the hook passed through)."""
+    """One training report in the schema's names (``step`` kept; eval/* from the hook, and the start-up and
+    evaluation timings (time/*, clock/*: orchestration/training/startup.py) passed through)."""
     out: dict[str, Any] = {}
     for key, value in report.items():
         if key in STEP_NAMES:
             out[STEP_NAMES[key]] = value
         elif key == "peak_mem_gb":
             out["train/peak_mem_mb"] = float(value) * 1024
-        elif key == "step" or key.startswith("eval/"):
+        elif key == "step" or key.startswith(("eval/", "time/", "clock/")):
             out[key] = value
     return out
 
@@ -62,7 +63,11 @@ def split_generations(plan: TrialPlan, folder: Path) -> list[Path]:
     """The hook's one JSONL (every benchmark's records) → one ``<benchmark>.jsonl`` per dataset, as the schema lays
     out artifacts; records are grouped by their ``dataset`` (math) or ``task`` (humaneval)."""
     options = getattr(plan.train.evaluation, "options", None)
-    path = getattr(options, "generations_path", None)
+    return split_generations_file(getattr(options, "generations_path", None), folder)
+
+
+def split_generations_file(path: str | None, folder: Path) -> list[Path]:
+    """``split_generations`` of the hook's file at ``path`` (nothing when there is none)."""
     if path is None or not Path(path).is_file():
         return []
     source = Path(path)
@@ -104,7 +109,8 @@ def run_train_trial(plan: TrialPlan, recorder: TrialRecorder, workdir: Path) -> 
         metrics = schema_metrics(report)
         step = int(metrics.get("step", 0))
         last_step = max(last_step, step)
-        recorder.log_step({k: v for k, v in metrics.items() if not k.startswith("eval/") or k == "eval/val_loss"}, step)
+        per_step = {k: v for k, v in metrics.items() if k.startswith("train/") or k == "eval/val_loss"}
+        recorder.log_step(per_step, step)
 
     started = time.perf_counter()
     # The run name is the trial's identity, so a retried or resumed trial resumes its own checkpoints.

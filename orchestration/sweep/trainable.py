@@ -24,6 +24,7 @@ from orchestration.sweep.spec import SweepSpec
 from orchestration.tracking import schema
 from orchestration.tracking.schema import metric_key
 from orchestration.tracking.writer import TrialIdentity, TrialRecorder
+from orchestration.training.startup import CLOCK, startup_metrics
 
 # The trial bodies by spec ``entry`` (the spec allows these keys only): "module:function", imported in the trial's
 # process.
@@ -113,32 +114,40 @@ def _report(metrics: dict[str, Any]) -> None:
 
 def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable (see module docstring)."""
+    started_at = time.time()  # the trial's start, from which its start-up (time/startup_s) is counted
     plan = context.plan_for(config)
     recorder = TrialRecorder(context.identity_for(plan)).open()
     tags = {"config_id": plan.config_id, "seed": plan.seed, "method": plan.method}
     if recorder.finished:  # done by an earlier attempt or driver: report it, do not train again
         _report({**recorder.existing_metrics, **tags, METRIC_CACHED: 1})
         return
-    recorded = record_trial(context, plan, recorder, load_body(context.spec.entry))
+    recorded = record_trial(context, plan, recorder, load_body(context.spec.entry), started_at=started_at)
     _report({**recorded, **tags, METRIC_CACHED: 0})
 
 
-def record_trial(context: SweepContext, plan: TrialPlan, recorder: TrialRecorder, body: Body) -> dict[str, float]:
+def record_trial(
+    context: SweepContext, plan: TrialPlan, recorder: TrialRecorder, body: Body, started_at: float | None = None
+) -> dict[str, float]:
     """One training attempt of a trial, recorded in its (opened) run: params, cost, config, the body's metrics,
-    adapter and generations; the run ends FINISHED, FAILED, or KILLED (pruned). Returns the final metrics."""
+    adapter and generations; the run ends FINISHED, FAILED, or KILLED (pruned). Returns the final metrics.
+
+    The body's wall-clock marks (``clock/*``, from the training workers) become start-up durations counted from
+    ``started_at`` (the trial's start; default: now) — see orchestration/training/startup.py."""
     spec = context.spec
+    started_at = time.time() if started_at is None else started_at
     recorded_config = plan.train.model_dump(mode="json")  # MLflow params and the config artifact
     attempt = recorder.start_attempt(recorded_config)
     _audit(context.sweep_dir, "start", plan, attempt)
     workdir = Path(context.sweep_dir) / "trials" / plan.key / f"attempt-{attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    started = time.perf_counter()
     try:
         cost = recorder.log_final(cost_metrics(plan))  # before training: an unreadable model fails in seconds
         recorder.log_config(recorded_config)
         outcome = body(plan, recorder, workdir)
-        final = {**outcome.metrics, METRIC_TRIAL_TIME: time.perf_counter() - started}
+        final = {k: v for k, v in outcome.metrics.items() if not k.startswith(CLOCK)}
+        # Counted from the trial's start, as its start-up is: the parts add up to the whole
+        final.update({**startup_metrics(outcome.metrics, started_at), METRIC_TRIAL_TIME: time.time() - started_at})
         produced = {metric_key(k) for k in [*final, *outcome.last_step_metrics]}
         if metric_key(spec.metric) not in produced:
             raise KeyError(f"the trial produced no {spec.metric!r} (spec.metric); it produced: {sorted(produced)}")

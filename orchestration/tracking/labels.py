@@ -127,3 +127,17 @@ def configuration_labels(runs: Iterable[tuple[str, str, Mapping[str, str]]]) -> 
         methods.setdefault(config_id, method)
         by_config.setdefault(config_id, []).append(params)
     return unique_labels(methods, {cid: shared_params(methods[cid], ps) for cid, ps in by_config.items()})
+
+
+BASE_LABEL = "Base model (untrained)"
+
+
+def base_labels(params: Sequence[Mapping[str, str]]) -> list[str]:
+    """Labels of the untrained model's rows (their base runs' params): ``Base model (untrained)``, plus the settings
+    that tell two of them apart (``prompt_template=short``, ``data_seed=1``: a sweep whose seeds draw their own
+    held-out problems has one base evaluation per seed)."""
+    if len(params) < 2:
+        return [BASE_LABEL] * len(params)
+    keys = sorted(set().union(*params))
+    differing = [k for k in keys if len({p.get(k) for p in params}) > 1]
+    return [f"{BASE_LABEL} " + " ".join(f"{k.rsplit('.', 1)[-1]}={p.get(k, '–')}" for k in differing) for p in params]

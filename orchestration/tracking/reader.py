@@ -35,6 +35,17 @@ class TrialRun:
 
 
 @dataclass
+class BaseRun:
+    """The untrained base model's evaluation (one per distinct evaluation setting): the reference row."""
+
+    run_id: str
+    key: str
+    model: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+@dataclass
 class SweepRecord:
     sweep: str
     tracking_uri: str
@@ -42,6 +53,7 @@ class SweepRecord:
     parent_run_id: str
     trials: list[TrialRun]
     notes: list[str] = field(default_factory=list)  # runs left out, and why
+    base: list[BaseRun] = field(default_factory=list)  # the untrained model's rows (none in older sweeps)
 
 
 def logged_metric_name(name: str, logged: set[str]) -> str:
@@ -113,4 +125,16 @@ def load_sweep(client: MlflowClient, sweep: str) -> SweepRecord:
     if not by_identity:
         raise ConfigError("sweep", f"sweep {sweep!r} has no finished trial runs ({len(children)} trial runs in all)")
     trials = sorted(by_identity.values(), key=lambda t: (t.config_id, t.seed))
-    return SweepRecord(sweep, uri, eid, parent.info.run_id, trials, notes)
+    return SweepRecord(sweep, uri, eid, parent.info.run_id, trials, notes, base_runs(client, eid, sweep))
+
+
+def base_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[BaseRun]:
+    """The sweep's FINISHED base runs, one per base key (the first of each), in key order."""
+    by_key: dict[str, BaseRun] = {}
+    runs = search_all(client, experiment_id, runs_filter(schema.ROLE_BASE, sweep))
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        key = run.data.tags.get(schema.BASE_KEY, "")
+        if run.info.status == "FINISHED" and key not in by_key:
+            model = run.data.tags.get(schema.BASE_MODEL, "?")
+            by_key[key] = BaseRun(run.info.run_id, key, model, dict(run.data.params), dict(run.data.metrics))
+    return [by_key[k] for k in sorted(by_key)]

@@ -6,6 +6,11 @@ these names instead of spelling strings, so the two sides cannot drift apart.
 - One child run per (configuration, seed): tags ROLE=ROLE_TRIAL, SWEEP, CONFIG_ID (hash of the
   resolved trial config without the seed), SEED, METHOD, and mlflow.parentRunId. Its identity is
   (sweep, config_id, seed), so a retried or resumed trial reopens its run instead of duplicating it.
+- One base run per distinct base-model evaluation (model, evaluation options, prompt template, precision): tags
+  ROLE=ROLE_BASE, SWEEP, BASE_KEY (``base_key`` of those settings), BASE_MODEL and mlflow.parentRunId; the
+  untrained model's ``eval/*`` and ``time/eval_s``, and its generations. It is the reference row of the sweep's
+  summary and report; a sweep whose store already holds a FINISHED base run of the same key copies its metrics
+  (tag BASE_SOURCE: that run) instead of evaluating again.
 - Params: the resolved trial config flattened with dots (``adapter.r``, ``training.lr``, …): every adapter
   setting under its config field's name, defaults spelled out.
 - Metrics: per step ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_s``,
@@ -26,6 +31,9 @@ from typing import Any
 ROLE = "comol.role"
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
+ROLE_BASE = "base"  # the untrained base model's evaluation: the sweep's reference row
+BASE_KEY = "comol.base_key"
+BASE_SOURCE = "comol.base_source_run"  # a base run whose metrics were copied from an earlier sweep's
 SWEEP = "comol.sweep"
 CONFIG_ID = "config_id"
 SEED = "seed"
@@ -82,6 +90,13 @@ def config_id(config: Mapping[str, Any]) -> str:
         return value
 
     canonical = json.dumps(strip_seed({**_RETIRED_SETTINGS, **config}), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def base_key(settings: Mapping[str, Any]) -> str:
+    """A stable short hash of what an untrained model's evaluation depends on (model, evaluation, template,
+    precision): two sweeps with the same settings share one base evaluation."""
+    canonical = json.dumps(dict(settings), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

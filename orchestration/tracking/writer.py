@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from orchestration.tracking import schema
-from orchestration.tracking.queries import runs_filter, search_all
+from orchestration.tracking.queries import quote, runs_filter, search_all
 from orchestration.tracking.schema import metric_key
 from orchestration.tracking.store import client_for
 
@@ -149,6 +149,47 @@ class SweepTracker:
                 done[(tags[schema.CONFIG_ID], int(tags[schema.SEED]))] = run
         return done
 
+    # --- the base row: the untrained model, evaluated once per (model, evaluation) -----------------------
+    def base_run(self, key: str) -> Run | None:
+        """This sweep's FINISHED base run of ``key``, if it has one."""
+        runs = search_all(self.client, self.experiment_id, _base_filter(self.sweep, key))
+        return min(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+    def base_run_elsewhere(self, key: str) -> Run | None:
+        """A FINISHED base run of ``key`` in any sweep of this store (the newest): its evaluation can be reused."""
+        experiments = [e.experiment_id for e in self.client.search_experiments(max_results=1000)]
+        found = [r for eid in experiments for r in search_all(self.client, eid, _base_filter(None, key))]
+        return max(found, key=lambda r: r.info.start_time or 0) if found else None
+
+    def record_base(
+        self,
+        key: str,
+        model: str,
+        settings: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        generations: Iterable[str | Path] = (),
+        source_run: str | None = None,
+    ) -> str:
+        """One FINISHED base run under the parent: the untrained model's metrics, the settings they depend on
+        (as params) and its generations; ``source_run`` names the run they were copied from."""
+        tags = {
+            schema.ROLE: schema.ROLE_BASE,
+            schema.SWEEP: self.sweep,
+            schema.BASE_KEY: key,
+            schema.BASE_MODEL: model,
+            schema.PARENT_RUN_ID: self.parent_run_id,
+        } | ({schema.BASE_SOURCE: source_run} if source_run else {})
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{self.sweep}-base-{key}")
+        run_id = run.info.run_id
+        _log_params(self.client, run_id, schema.flatten(dict(settings)))
+        numeric = _numeric(metrics)
+        if numeric:
+            self.client.log_batch(run_id, metrics=_metric_entities(numeric, step=0))
+        for path in generations:
+            self.client.log_artifact(run_id, str(path), schema.GENERATIONS_DIR)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self.client.log_batch(self.parent_run_id, metrics=_metric_entities(_numeric(metrics), step=0))
 
@@ -172,6 +213,13 @@ def _no_progress_bar() -> Iterator[None]:
 
 
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def _base_filter(sweep: str | None, key: str) -> str:
+    parts = [f"tags.`{schema.ROLE}` = {quote(schema.ROLE_BASE)}", f"tags.`{schema.BASE_KEY}` = {quote(key)}"]
+    if sweep is not None:
+        parts.append(f"tags.`{schema.SWEEP}` = {quote(sweep)}")
+    return " and ".join([*parts, "attributes.status = 'FINISHED'"])
 
 
 def _metric_entities(metrics: Mapping[str, float], step: int) -> list:

@@ -68,6 +68,30 @@ def run_post_training_hook(
         model = evaluation_base(model_spec, torch.bfloat16 if bf16 else torch.float32, device, world_size)
         model, _ = load_adapter(model, local)
         template = recorded_template(local)  # the one it was trained with: every task prompts as training did
+    return _call(hook, function, model, tokenizer, template, rank=rank, world_size=world_size, device=device)
+
+
+def run_base_hook(
+    hook: BenchmarkEvaluation | HookEvaluation | None,
+    model_spec: str,
+    tokenizer,
+    template: str,
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    bf16: bool,
+) -> dict[str, float]:
+    """The same evaluation of the untrained base model (no adapter), prompting with ``template`` as the trials
+    train with: the reference the trained rows are read against. Collective, like the post-training hook."""
+    if hook is None:
+        return {}
+    function = resolve_hook(hook.hook)
+    model = evaluation_base(model_spec, torch.bfloat16 if bf16 else torch.float32, device, world_size)
+    return _call(hook, function, model, tokenizer, template, rank=rank, world_size=world_size, device=device)
+
+
+def _call(hook, function, model, tokenizer, template: str, *, rank: int, world_size: int, device) -> dict[str, float]:
     model.to(device).eval()
     if isinstance(hook, BenchmarkEvaluation):
         options = hook.options.model_copy(update={"prompt_template": template})

@@ -10,6 +10,7 @@ turns that into a clear error.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from orchestration import IMPORT_STARTED_AT
 from orchestration.data.batching import collate, eval_shard, step_micro_batches
 from orchestration.models import load_tokenizer
 from orchestration.training.checkpointing import (
@@ -31,9 +33,11 @@ from orchestration.training.config import TrainConfig
 from orchestration.training.hooks import resolve_hook, run_post_training_hook
 from orchestration.training.metrics import Throughput, mfu, peak_flops, peak_memory_gb
 from orchestration.training.setup import TrainData, build_data, build_model, build_optimizer
+from orchestration.training.startup import METRIC_EVAL, StartupClock
 from orchestration.training.step import StepStats, train_step, validation_loss
 
 FINAL_CHECKPOINT = "final"
+_IMPORTED_AT = time.time()  # the project's imports in this process ran from orchestration.IMPORT_STARTED_AT to here
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -45,6 +49,8 @@ class _Worker:
 
     def __init__(self, config: TrainConfig):
         self.config = config
+        self.clock = StartupClock(IMPORT_STARTED_AT, _IMPORTED_AT - IMPORT_STARTED_AT)
+        clock = self.clock
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -54,13 +60,17 @@ class _Worker:
             torch.set_num_threads(max(1, int(self.config.resources.cpus_per_worker)))
         if self.config.evaluation is not None:  # a misnamed hook fails now, not after all the training
             resolve_hook(self.config.evaluation.hook)
-        self.tokenizer = load_tokenizer(self.config.model)
-        self.data: TrainData = build_data(self.config, self.tokenizer)
-        self.built = build_model(self.config, self.device, self.world_size)
+        with clock.phase("tokenizer"):
+            self.tokenizer = load_tokenizer(self.config.model)
+        with clock.phase("data"):
+            self.data: TrainData = build_data(self.config, self.tokenizer)
+        with clock.phase("model"):
+            self.built = build_model(self.config, self.device, self.world_size)
         self.model = self.built.model
-        self.optimizer, self.scheduler = build_optimizer(self.config, self.built.params, self.data.total_steps)
-        self.peak = peak_flops(self.device)
-        self.start_step = self._resume()
+        with clock.phase("optimizer"):
+            self.optimizer, self.scheduler = build_optimizer(self.config, self.built.params, self.data.total_steps)
+            self.peak = peak_flops(self.device)
+            self.start_step = self._resume()
 
     def _resume(self) -> int:
         checkpoint = ray.train.get_checkpoint()
@@ -146,8 +156,10 @@ class _Worker:
         return metrics
 
     def evaluate_final(self, adapter_dir: Path | None) -> dict[str, float]:
-        """The post-training evaluation hook, on every rank; see hooks.py."""
-        return run_post_training_hook(
+        """The post-training evaluation hook, on every rank; see hooks.py. Reported with its duration and the
+        start-up marks (see startup.py)."""
+        started = time.perf_counter()
+        metrics = run_post_training_hook(
             self.config.evaluation,
             adapter_dir,
             self.config.model,
@@ -157,6 +169,8 @@ class _Worker:
             device=self.device,
             bf16=self.config.bf16,
         )
+        evaluated = {METRIC_EVAL: time.perf_counter() - started} if self.config.evaluation is not None else {}
+        return {**metrics, **evaluated, **self.clock.values}
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -167,6 +181,7 @@ class _Worker:
         for step in range(self.start_step + 1, total + 1):
             # Dropout randomness is a function of (seed, step, rank): a resumed run replays it exactly.
             torch.manual_seed(cfg.training.seed * 1_000_003 + step * 7_919 + self.rank)
+            self.clock.first_step()
             stats = train_step(
                 self.model,
                 self.optimizer,
@@ -197,6 +212,7 @@ class _Worker:
                 self.report_with_checkpoint(metrics, step, f"checkpoint_{step:06d}")
             else:
                 ray.train.report(metrics)
+        self.clock.steps_done()
         final = self.report_with_checkpoint(
             metrics | {"status": "finished"}, total, FINAL_CHECKPOINT, extra=self.evaluate_final
         )

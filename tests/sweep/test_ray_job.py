@@ -68,6 +68,7 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
         assert "succeeded" in job.stdout.lower(), logs
         assert "sweep job-submit complete: 1/1 trials finished" in job.stdout, logs
         assert f"MLflow tracking URI: {mlflow_server.uri}" in job.stdout, logs
+        assert "│ Base model" in job.stdout, logs  # the reference row of the summary
     finally:
         kill_tree(head_pgid, temp_dir)
 
@@ -81,12 +82,28 @@ def test_ray_job_submit_runs_a_real_trial(mlflow_server, tiny_model_dir, tmp_pat
     assert [m.step for m in steps] == [1, 2]  # per-step metrics from rank 0, logged by the trial driver
     metrics = run.data.metrics
     assert {"eval/average", "eval/addsub/accuracy", schema.METRIC_TRAINABLE, schema.METRIC_FLOPS} <= set(metrics)
+    # Where the trial's time went: start-up (trial start → first step, in parts) and evaluation, within training
+    parts = {f"time/startup/{p}_s" for p in ("workers", "imports", "dispatch", "tokenizer", "data", "model")}
+    assert parts | {"time/startup/optimizer_s", "time/startup_s", "time/eval_s"} <= set(metrics), sorted(metrics)
+    assert all(metrics[p] >= 0 for p in parts) and not any(k.startswith("clock/") for k in metrics)
+    assert sum(metrics[p] for p in parts) <= metrics["time/startup_s"] < metrics["time/trial_s"]
+    assert 0 < metrics["time/eval_s"] < metrics[schema.METRIC_TRAIN_TIME]
+    assert 0 < metrics["time/steps_s"] < metrics[schema.METRIC_TRAIN_TIME] - metrics["time/startup/model_s"]
     files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")}
     # the adapter in PEFT layout and the prompt template it was trained with (for evaluation and comol generate)
     assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/prompt_template.json"}
     generations = client.download_artifacts(run.info.run_id, "generations/addsub.jsonl", str(tmp_path / "gen"))
     records = [json.loads(line) for line in Path(generations).read_text().splitlines()]
     assert len(records) == 2 and all("output" in r and "correct" in r for r in records)
+
+    # The untrained model, evaluated once by the same hook on the same workers: one FINISHED base run
+    (base,) = search_all(client, eid, f"tags.`{schema.ROLE}` = '{schema.ROLE_BASE}'")
+    assert (
+        base.info.status == "FINISHED" and base.data.tags[schema.PARENT_RUN_ID] == run.data.tags[schema.PARENT_RUN_ID]
+    )
+    assert {"eval/average", "eval/addsub/accuracy", "time/eval_s"} <= set(base.data.metrics)
+    base_generations = client.download_artifacts(base.info.run_id, "generations/addsub.jsonl", str(tmp_path / "bg"))
+    assert len(Path(base_generations).read_text().splitlines()) == 2
 
 
 def _pgid_of(temp_dir: str) -> int | None:

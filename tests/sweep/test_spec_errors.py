@@ -50,6 +50,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("missing-name", _with("-name", None), "name", "required"),
     ("bad-name", _with("name", "my sweep!"), "name", "letters, digits"),
     ("unknown-top-key", _with("sead", [0]), "sead", "allowed"),
+    ("base-row-not-bool", _with("base_row", "maybe"), "base_row", "bool"),
     ("no-search", _with("search", {}), "search", "exactly one"),
     ("grid-and-optuna", _with("search.optuna", OPTUNA["search"]["optuna"]), "search", "exactly one"),
     ("unknown-axis", _with("search.grid.rnk", [4]), "search.grid.rnk", "allowed"),
