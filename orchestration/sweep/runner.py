@@ -185,6 +185,7 @@ class _Record:
     already: int
     remaining: list[TrialPlan]  # grid: the trials still to run
     to_run: int
+    done: dict[tuple[str, int], Any]  # the finished runs found (SweepTracker.finished): still the record if none ran
     optuna: Any = None  # OptunaState
 
 
@@ -208,11 +209,11 @@ def _open_record(
     if spec.search.kind == "grid":
         remaining = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
         planned = len(sweep_plan.trials)
-        return _Record(tracker, parent_run_id, planned, planned - len(remaining), remaining, len(remaining))
+        return _Record(tracker, parent_run_id, planned, planned - len(remaining), remaining, len(remaining), done)
     state = optuna_searcher(spec, paths.sweep_dir)
     planned = spec.search.optuna.num_samples * len(spec.seeds)
     to_run = state.remaining * len(spec.seeds)
-    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state)
+    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, done, state)
 
 
 def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
@@ -262,9 +263,6 @@ def run_sweep(
     """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestration.sweep.progress import SweepProgress
-    from orchestration.sweep.trainable import SweepContext
-
     console = console or Console()
     started = mark = time.perf_counter()
     phases: dict[str, float] = {}
@@ -312,6 +310,9 @@ def run_sweep(
         if handle is None:
             handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
+        from orchestration.sweep.progress import SweepProgress  # Ray Tune: imported only when trials run
+        from orchestration.sweep.trainable import SweepContext
+
         try:
             context = SweepContext(
                 spec=spec,
@@ -347,7 +348,9 @@ def _finish(
 ) -> SweepResult:
     """Summarise from MLflow (the source of truth) and close the parent run."""
     tracker = record.tracker
-    done = tracker.finished()  # one search of the trial runs for the count and the table
+    # one search of the trial runs for the count and the table; none when nothing ran (a resume of a finished
+    # sweep): the search that planned it is the record, and over hundreds of runs a search costs seconds
+    done = tracker.finished() if ran or failed or record.to_run else record.done
     finished = len(done)
     rows = _summary_rows(done, spec)
     result = SweepResult(
