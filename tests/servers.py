@@ -31,8 +31,11 @@ class MlflowServer:
         stop_group(self.process, timeout=15)
 
 
-def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
-    """Start ``mlflow server`` (SQLite backend, proxied artifacts under ``root``) and wait until healthy."""
+def start_mlflow_server(
+    root: Path, timeout: float = 90.0, backend_store_uri: str | None = None, workers: int = 1
+) -> MlflowServer:
+    """Start ``mlflow server`` (SQLite under ``root`` unless ``backend_store_uri`` names another store, proxied
+    artifacts under ``root``) and wait until healthy. Its output, the access log included, is ``root/server.log``."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -42,7 +45,7 @@ def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
             mlflow_bin,
             "server",
             "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
+            backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
             str(root / "artifacts"),
             "--host",
@@ -50,7 +53,7 @@ def start_mlflow_server(root: Path, timeout: float = 90.0) -> MlflowServer:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

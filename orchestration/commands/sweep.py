@@ -57,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from comol.errors import ConfigError
-    from orchestration.sweep.progress import describe
     from orchestration.sweep.runner import prepare, results_table, run_sweep, where_to_look
     from orchestration.sweep.space import label_params
     from orchestration.sweep.spec import load_spec
@@ -76,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(sweep_cost(plan, str(paths.sweep_dir)), indent=2))
             return 0
         if plan.kind == "grid":
+            from orchestration.sweep.progress import describe  # Ray Tune's import: only for this listing
+
             shown = label_params(spec)
             for trial in plan.trials:
                 console.print(f"{trial.key}  {describe(trial, shown)}")

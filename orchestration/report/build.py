@@ -21,7 +21,7 @@ import pandas as pd
 
 from comol.errors import ConfigError
 from orchestration.report.aggregate import Column, aggregate, display_scale, runs_frame
-from orchestration.report.significance import ALPHA, Comparison, compare, holm, welch_p
+from orchestration.report.significance import ALPHA, Comparison, compare, holm, welch_p_pairs
 from orchestration.tracking import labels, schema
 from orchestration.tracking.reader import BaseRun, SweepRecord, logged_metric_name
 
@@ -72,9 +72,17 @@ class Report:
     notes: list[str] = field(default_factory=list)
     base: list[BaseRow] = field(default_factory=list)  # the untrained model: the reference row (line in plots)
 
+    _seeds: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # metric → config_id → values
+
     def seed_values(self, config_id: str, metric: str) -> np.ndarray:
-        rows = self.runs[self.runs["config_id"] == config_id].sort_values("seed")
-        return rows[metric].dropna().to_numpy(dtype=float)
+        """The configuration's seed values of ``metric`` (by seed, NaN left out). Grouped once per metric: a
+        table of k rows asks k² times."""
+        if metric not in self._seeds:
+            ordered = self.runs.sort_values(["config_id", "seed"])
+            self._seeds[metric] = {
+                cid: group[metric].dropna().to_numpy(dtype=float) for cid, group in ordered.groupby("config_id")
+            }
+        return self._seeds[metric].get(config_id, np.empty(0))
 
 
 def _column_marks(table: pd.DataFrame, metric: str) -> dict[str, str]:
@@ -192,7 +200,10 @@ def against(report: Report, metric: str, target: str, candidates: Iterable[str])
     pairs = [(i, j) for i, j in itertools.combinations(report.table.index, 2) if i in candidates or j in candidates]
     if len(candidates) == 1:
         pairs = [(i, j) for i, j in pairs if target in (i, j)]
-    raw = [welch_p(report.seed_values(i, metric), report.seed_values(j, metric)) for i, j in pairs]
+    rows = list(report.table.index)
+    position = {cid: n for n, cid in enumerate(rows)}
+    samples = [report.seed_values(cid, metric) for cid in rows]
+    raw = welch_p_pairs(samples, [(position[i], position[j]) for i, j in pairs])
     adjusted = {frozenset(pair): float(p) for pair, p in zip(pairs, holm(raw), strict=True)}
     by_row = {cid: adjusted[frozenset((cid, target))] for cid in report.table.index if cid != target}
     return by_row, sum(not math.isnan(p) for p in raw)

@@ -21,6 +21,7 @@ from orchestration.report.build import Report
 from orchestration.report.render import human
 
 FILES = {"rank": "accuracy_vs_rank.png", "experts": "accuracy_vs_experts.png", "params": "accuracy_vs_params.png"}
+MAX_POINT_LABELS = 12  # the params figure labels every point up to this many configurations, else its front only
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> list[str]:
@@ -127,13 +128,29 @@ def plot_experts(report: Report, path: Path) -> Path | None:
     return _finish(fig, ax, path)
 
 
+def method_family(label: str) -> str:
+    """A row label without its settings (``CoMoL r=8 N=4 lr=0.001`` → ``CoMoL``; ``CoMoL w/o CR``, ``LoRA``): one
+    series per family, however many axes the sweep varies."""
+    return re.sub(r"\s*\b[\w.]+=\S+", "", label).strip()
+
+
 def plot_params(report: Report, path: Path) -> Path | None:
+    fig = params_figure(report)
+    if fig is None:
+        return None
+    return _finish(fig, fig.axes[0], path)
+
+
+def params_figure(report: Report) -> plt.Figure | None:
+    """Accuracy against trainable parameters, a series per method family, the Pareto front dotted. Every point
+    is labelled in a small table; a sweep of hundreds of configurations labels only its front (hundreds of
+    overlapping labels are unreadable, and laying them out took minutes)."""
     metric = f"{report.headline.metric} mean"
     table = report.table.dropna(subset=["params", metric])
     if table["params"].nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    family = table["label"].map(lambda s: _series_name(_series_name(s, "r"), "N"))  # "CoMoL w/o CR", "LoRA"
+    family = table["label"].map(method_family)
     for name, group in table.groupby(family, sort=False):
         ax.errorbar(
             group["params"],
@@ -143,7 +160,9 @@ def plot_params(report: Report, path: Path) -> Path | None:
             capsize=4,
             label=name,
         )
-    for _, row in table.iterrows():
+    front = pareto_front(table, "params", metric)
+    labelled = table if len(table) <= MAX_POINT_LABELS else table.loc[front]
+    for _, row in labelled.iterrows():
         ax.annotate(
             row["label"],
             (row["params"], row[metric] * report.scale),
@@ -151,7 +170,6 @@ def plot_params(report: Report, path: Path) -> Path | None:
             xytext=(5, 5),
             fontsize=7,
         )
-    front = pareto_front(table, "params", metric)
     ax.step(
         table.loc[front, "params"],
         table.loc[front, metric] * report.scale,
@@ -169,7 +187,7 @@ def plot_params(report: Report, path: Path) -> Path | None:
     ax.set_xlabel("trainable adapter parameters (log scale)")
     ax.set_ylabel(_ylabel(report))
     ax.set_title(f"{report.sweep}: {_ylabel(report)} vs trainable parameters\n(mean ± sample std over seeds)")
-    return _finish(fig, ax, path)
+    return fig
 
 
 def make_plots(report: Report, directory: Path) -> tuple[list[Path], list[str]]:

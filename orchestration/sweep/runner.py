@@ -212,6 +212,7 @@ class _Record:
     already: int
     remaining: list[TrialPlan]  # grid: the trials still to run
     to_run: int
+    done: dict[tuple[str, int], Any]  # the finished runs found (SweepTracker.finished): still the record if none ran
     optuna: Any = None  # OptunaState
     base_todo: list[Any] = field(default_factory=list)  # base_row.BasePlan: untrained evaluations still to record
 
@@ -270,12 +271,20 @@ def _open_record(
     if spec.search.kind == "grid":
         remaining = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
         planned = len(sweep_plan.trials)
-        already = planned - len(remaining)
-        return _Record(tracker, parent_run_id, planned, already, remaining, len(remaining), base_todo=base_todo)
+        return _Record(
+            tracker,
+            parent_run_id,
+            planned,
+            planned - len(remaining),
+            remaining,
+            len(remaining),
+            done,
+            base_todo=base_todo,
+        )
     state = optuna_searcher(spec, paths.sweep_dir)
     planned = spec.search.optuna.num_samples * len(spec.seeds)
     to_run = state.remaining * len(spec.seeds)
-    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, state, base_todo)
+    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, done, state, base_todo)
 
 
 def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:
@@ -326,8 +335,6 @@ def run_sweep(
     """Validate, open the MLflow record, run what is missing, summarise. Raises ConfigError on bad input."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestration.sweep.trainable import SweepContext
-
     console = console or Console()
     started = mark = time.perf_counter()
     phases: dict[str, float] = {}
@@ -375,6 +382,8 @@ def run_sweep(
         if handle is None:
             handle = connect_ray(address, verbose=verbose, temp_dir=ray_temp_dir)
             phase("ray_start")
+        from orchestration.sweep.trainable import SweepContext  # Ray Tune: imported only when trials run
+
         try:
             _base_rows(record, console, paths)
             phase("base_model")
@@ -437,7 +446,9 @@ def _finish(
 ) -> SweepResult:
     """Summarise from MLflow (the source of truth) and close the parent run."""
     tracker = record.tracker
-    done = tracker.finished()  # one search of the trial runs for the count and the table
+    # one search of the trial runs for the count and the table; none when nothing ran (a resume of a finished
+    # sweep): the search that planned it is the record, and over hundreds of runs a search costs seconds
+    done = tracker.finished() if ran or failed or record.to_run else record.done
     finished = len(done)
     rows = _summary_rows(done, spec)
     result = SweepResult(

@@ -242,7 +242,7 @@ def start_auth_mlflow(postgres: Postgres, root: Path, timeout: float = 180) -> A
 # --- Ray ------------------------------------------------------------------------------------------
 @dataclass
 class RayCluster:
-    """A head (no CPU: it only schedules and runs job drivers, as in compose) and one worker node."""
+    """A head (no CPU: it only schedules and runs job drivers, as in compose) and one or more worker nodes."""
 
     temp_dirs: list[str]  # one per node: nodes sharing one would share (and garbage-collect) job working dirs
     address: str
@@ -270,13 +270,17 @@ class RayCluster:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def start_ray_cluster(node_env: dict[str, str], worker_cpus: int = 2, timeout: float = 120) -> RayCluster:
-    """``ray start --head`` then ``ray start --address`` of a worker, with token auth pinned on both sides.
+def start_ray_cluster(
+    node_env: dict[str, str], worker_cpus: int = 2, timeout: float = 120, worker_nodes: int = 1
+) -> RayCluster:
+    """``ray start --head`` then ``ray start --address`` of each worker node (``worker_cpus`` logical CPUs each),
+    with token auth pinned on both sides.
 
     ``node_env`` is what compose's x-ray-env gives every node (tracking server, account, storage path):
     jobs, trials and train workers inherit it from their node.
     """
-    temp_dirs = [tempfile.mkdtemp(prefix=p, dir="/tmp") for p in ("cch", "ccw")]  # short: socket path limits
+    prefixes = ("cch", *["ccw"] * worker_nodes)
+    temp_dirs = [tempfile.mkdtemp(prefix=p, dir="/tmp") for p in prefixes]  # short: socket path limits
     token = secrets.token_hex(32)
     env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, **node_env)
     port, dashboard = free_port(), free_port()
@@ -293,9 +297,9 @@ def start_ray_cluster(node_env: dict[str, str], worker_cpus: int = 2, timeout: f
         *node(temp_dirs[0]),
     ]  # fmt: skip
     worker = ["ray", "start", f"--address={cluster.address}", f"--num-cpus={worker_cpus}", "--num-gpus=0"]
-    worker += node(temp_dirs[1])
+    workers = [[*worker, *node(temp_dir)] for temp_dir in temp_dirs[1:]]
     try:
-        for command in (head, worker):
+        for command in (head, *workers):
             started = subprocess.run(
                 command, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True
             )
