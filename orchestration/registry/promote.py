@@ -15,6 +15,7 @@ import pandas as pd
 
 from comol.errors import ConfigError
 from comol.persistence import CONFIG_NAME
+from orchestration.registry.loading import run_model_id
 from orchestration.tracking import schema
 from orchestration.tracking.labels import configuration_labels
 from orchestration.tracking.reader import SweepRecord, TrialRun, load_sweep, logged_metric_name
@@ -195,11 +196,16 @@ def promote(
     except MlflowException as err:
         if err.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
             raise
-    source = f"{choice.run.artifact_uri.rstrip('/')}/{schema.ADAPTER_ARTIFACT}"
+    model_id = run_model_id(client, choice.run.run_id)
+    # The adapter's MLflow Model (pyfunc-loadable, servable), or for a run recorded before adapters were MLflow
+    # Models, the plain adapter folder.
+    folder = f"{choice.run.artifact_uri.rstrip('/')}/{schema.ADAPTER_ARTIFACT}"
+    source = f"models:/{model_id}" if model_id else folder
     version = client.create_model_version(
         model_name,
         source=source,
         run_id=choice.run.run_id,
+        model_id=model_id,
         tags=_version_tags(record, choice, metric),
         description=(
             f"{choice.label} from sweep {sweep}: {metric} {format_mean_std(choice.mean, choice.std)} "

@@ -13,6 +13,8 @@ these names instead of spelling strings, so the two sides cannot drift apart.
   ``params/trainable``, ``cost/adapter_flops_per_token``, ``time/train_s``.
 - Artifacts: ``adapter/`` (PEFT layout), ``config/trial.yaml`` (the resolved config),
   ``generations/<benchmark>.jsonl``.
+- Logged model: the adapter again, as an MLflow Model (pyfunc, ``orchestration.serving``) linked to the run as
+  its output, named ``ADAPTER_MODEL``; registry versions point at it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ METRIC_TRAINABLE = "params/trainable"
 METRIC_FLOPS = "cost/adapter_flops_per_token"
 METRIC_TRAIN_TIME = "time/train_s"
 ADAPTER_ARTIFACT = "adapter"
+# The name of the adapter's logged MLflow Model (``runs:/<run>/model`` loads it). Not ``adapter``: MLflow lists a
+# run's logged model of the same name inside that artifact folder, through its default store.
+ADAPTER_MODEL = "model"
 CONFIG_ARTIFACT = "config/trial.yaml"
 GENERATIONS_DIR = "generations"
 REPORT_DIR = "report"  # the report's tables and plots, logged on the sweep's parent run

@@ -220,8 +220,18 @@ class TrialRecorder:
             path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
             self.client.log_artifact(self.run_id, str(path), str(Path(schema.CONFIG_ARTIFACT).parent))
 
-    def log_adapter(self, directory: str | Path) -> None:
+    def log_adapter(self, directory: str | Path) -> str:
+        """The adapter folder as the run's ``adapter/`` artifact (what evaluation and older readers fetch) and as
+        an MLflow Model linked to the run (what the registry points at and ``mlflow models serve`` runs).
+        Returns the logged model's id."""
+        from orchestration.serving.package import log_adapter_model
+
+        i = self.identity
         self.client.log_artifacts(self.run_id, str(directory), schema.ADAPTER_ARTIFACT)
+        tags = {schema.SWEEP: i.sweep, schema.CONFIG_ID: i.config_id, schema.SEED: str(i.seed), schema.METHOD: i.method}
+        return log_adapter_model(
+            self.client, i.experiment_id, self.run_id, directory, name=schema.ADAPTER_MODEL, tags=tags
+        )
 
     def log_generations(self, files: Iterable[str | Path]) -> None:
         for path in files:

@@ -50,6 +50,22 @@ def trial_model(base: Path, method: str, adapter: dict, seed: int):
     return model.eval(), config
 
 
+def greedy(model, tokenizer, text: str, max_new_tokens: int) -> str:
+    """Greedy decoding by hand (argmax, stop at EOS): the independent expectation for ``comol generate`` and the
+    served model."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(
+                model(input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)).logits[0, -1].argmax()
+            )
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
 def hash_config(method: str, adapter: dict) -> int:
     return int(schema.config_id({"method": method, "adapter": adapter})[:6], 16)
 

@@ -7,12 +7,12 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from sweep_record import trial_model
+from sweep_record import greedy, trial_model
 
 from comol.errors import ConfigError
 from orchestration.cli import main
 from orchestration.registry import promote as promote_module
-from orchestration.registry.loading import load_registered_adapter
+from orchestration.registry.loading import load_registered_adapter, run_model_id
 from orchestration.registry.promote import promote
 from orchestration.tracking import schema
 from orchestration.tracking.store import client_for
@@ -56,7 +56,7 @@ def test_promotion_picks_by_seed_mean_and_registers_the_median_seed(champion, sw
     assert tags[promote_module.TAG_METHOD] == "comol"
     assert tags["param.adapter.r"] == "4" and tags["param.adapter.num_experts"] == "4"
     assert tags[promote_module.TAG_SEED] == "2"
-    assert version.source.endswith(f"{median.run_id}/artifacts/{schema.ADAPTER_ARTIFACT}")
+    assert version.source == f"models:/{run_model_id(client, median.run_id)}"  # the run's adapter as an MLflow Model
 
 
 def test_alias_moves_and_the_former_champion_keeps_previous(sweep_a, sweep_b, mlflow_server, capsys):
@@ -113,21 +113,6 @@ def test_loaded_champion_reproduces_the_trial(champion, sweep_a, mlflow_server):
             got = model(**ids).logits
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
             assert not torch.allclose(got, other(**ids).logits)
-
-
-def greedy(model, tokenizer, text: str, max_new_tokens: int) -> str:
-    """Greedy decoding by hand (argmax, stop at EOS): the independent expectation for ``comol generate``."""
-    ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    new: list[int] = []
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            token = int(
-                model(input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)).logits[0, -1].argmax()
-            )
-            if token == tokenizer.eos_token_id:
-                break
-            new.append(token)
-    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_generate_prints_the_completion(champion, sweep_a, mlflow_server, capsys):
