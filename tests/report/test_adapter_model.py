@@ -33,7 +33,7 @@ def served_champion(sweep_a, mlflow_server):
     from orchestration.data.prompts import build_prompt
 
     name = f"comol-serve-{uuid.uuid4().hex[:8]}"
-    promotion = promote(sweep_a.name, name, tracking_uri=mlflow_server.uri)
+    promotion = promote(sweep_a.name, name, tracking_uri=mlflow_server.uri, force=True)  # not better than LoRA
     run = next(r for r in sweep_a.runs if r.run_id == promotion.choice.run.run_id)
     trained, _ = trial_model(sweep_a.base, run.method, run.adapter, run.seed)
     tokenizer = load_tokenizer(str(sweep_a.base))
