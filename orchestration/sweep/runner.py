@@ -149,6 +149,19 @@ def _summary_rows(done: dict[tuple[str, int], Any], spec: SweepSpec) -> list[dic
     return rows
 
 
+def summarise(tracker: SweepTracker, spec: SweepSpec, planned: int) -> tuple[int, list[dict[str, Any]]]:
+    """Log the sweep's summary on its parent run from MLflow's record (the source of truth): counts, the best seed
+    mean, and per configuration its seed statistics and label (``SweepTracker.log_configurations``). Returns the
+    number of finished trials and the summary rows, best first."""
+    done = tracker.finished()  # one search of the trial runs for the count, the table and the labels
+    rows = _summary_rows(done, spec)
+    tracker.log_summary({"sweep/trials_finished": len(done), "sweep/trials_planned": planned})
+    if rows and not math.isnan(rows[0]["mean"]):
+        tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
+    tracker.log_configurations(rows, done.values(), metric_key(spec.metric))
+    return len(done), rows
+
+
 def results_table(rows: list[dict[str, Any]], metric: str) -> Table:
     table = Table(title=f"{metric}: mean ± std over seeds, best first")
     table.add_column("configuration")
@@ -347,15 +360,10 @@ def _finish(
 ) -> SweepResult:
     """Summarise from MLflow (the source of truth) and close the parent run."""
     tracker = record.tracker
-    done = tracker.finished()  # one search of the trial runs for the count and the table
-    finished = len(done)
-    rows = _summary_rows(done, spec)
+    finished, rows = summarise(tracker, spec, record.planned)
     result = SweepResult(
         spec.name, uri, tracker.experiment_id, record.parent_run_id, record.planned, finished, ran, failed, 0.0, rows
     )
-    tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": record.planned})
-    if rows and not math.isnan(rows[0]["mean"]):
-        tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
     tracker.end("FINISHED" if result.complete else "FAILED")
     phase("summary")
     result.phases = phases

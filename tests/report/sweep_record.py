@@ -22,6 +22,7 @@ from tiny_models import save_tiny_model
 
 from comol import inject_adapter, make_config, save_adapter
 from orchestration.models import load_model
+from orchestration.sweep.runner import summarise
 from orchestration.sweep.space import TrialPlan, plan, resolve_trial
 from orchestration.sweep.spec import parse_spec
 from orchestration.sweep.trainable import SweepContext, TrialOutcome, record_trial
@@ -174,6 +175,7 @@ def write_sweep(
                 pass  # as it should: its run ends FAILED
             else:
                 raise AssertionError("the failing trial did not fail")
+        summarise(tracker, spec, len(sweep_plan.trials))  # as the sweep ends: seed statistics, labels
         tracker.end("FINISHED")
     return parent, written
 
