@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for note in result.decision.notes:
         print(f"note: {note}")
     if not result.decision.opponents:
-        print(f"gate: nothing to compare with ({target} has no version, the sweep has no LoRA): passes")
+        print(f"gate: nothing to compare with ({target} has no version yet, and no LoRA to beat): passes")
     verdict = "passes" if result.decision.passed else f"refuses: {result.decision.reason()}"
     if result.decision.opponents:
         print(f"gate: {verdict}")

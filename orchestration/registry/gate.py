@@ -101,9 +101,9 @@ def versus_champion(client, holder, challenger: list[float], metric: str, mode: 
     return Opponent("champion", label, mean, std, test, test.p, _favours(test, test.p, mode))
 
 
-def versus_lora(record: SweepRecord, config_id: str, metric: str, mode: str) -> Opponent | str | None:
-    """The challenger against the report's LoRA reference row, with the report's Holm-adjusted p; None when the
-    sweep has no LoRA or the challenger is LoRA's best."""
+def versus_lora(record: SweepRecord, config_id: str, metric: str, mode: str) -> Opponent | str:
+    """The challenger against the report's LoRA reference row, with the report's Holm-adjusted p, or why there
+    is no such comparison (no LoRA in the sweep, or the challenger is that LoRA)."""
     from orchestration.report.build import against, build_report
 
     try:
@@ -111,8 +111,10 @@ def versus_lora(record: SweepRecord, config_id: str, metric: str, mode: str) -> 
     except ConfigError as err:
         return f"no report of this sweep to compare with LoRA ({err})"
     reference = report.reference
-    if reference is None or reference == config_id:
-        return None
+    if reference is None:
+        return "no comparison with LoRA: the sweep has no LoRA configuration"
+    if reference == config_id:
+        return "no comparison with LoRA: the challenger is the sweep's LoRA reference"
     adjusted, _ = against(report, metric, reference, report.reference_candidates)
     values = report.seed_values(reference, metric)
     test = compare(report.seed_values(config_id, metric), values)
@@ -138,7 +140,7 @@ def decide(client, record: SweepRecord, choice, holder, metric: str, mode: str) 
     outcome = versus_lora(record, choice.config_id, logged, mode)
     if isinstance(outcome, Opponent):
         decision.opponents.append(outcome)
-    elif isinstance(outcome, str):
+    else:
         decision.notes.append(outcome)
     return decision
 

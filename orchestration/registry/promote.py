@@ -158,8 +158,9 @@ def _links(record: SweepRecord, run_id: str) -> str:
     """Links to the sweep's experiment and the run in the MLflow UI (an HTTP store), else their ids."""
     uri = record.tracking_uri.rstrip("/")
     if uri.startswith(("http://", "https://")):
-        experiment = f"{uri}/#/experiments/{record.experiment_id}"
-        return f"[sweep {record.sweep}]({experiment}) · [run {run_id}]({experiment}/runs/{run_id})"
+        experiment = schema.ui_experiment_link(uri, record.experiment_id)
+        run = f"{uri}/#/experiments/{record.experiment_id}/runs/{run_id}"
+        return f"[sweep {record.sweep}]({experiment}) · [run {run_id}]({run})"
     return f"sweep {record.sweep} (experiment {record.experiment_id}) · run {run_id}"
 
 
@@ -171,7 +172,8 @@ def describe(record: SweepRecord, choice: Choice, metric: str, decision: Decisio
         f"adapter of the median seed {choice.run.seed}.",
         "",
     ]
-    lines += [f"- {o.line()}" for o in decision.opponents] or ["- first version: no champion to compare with"]
+    first = "- no champion to compare with: the first version under this alias"
+    lines += [f"- {o.line()}" for o in decision.opponents] or [first]
     lines += [f"- {note}" for note in decision.notes]
     if forced:
         lines += ["", f"**Forced** past the promotion gate: {decision.reason()}."]

@@ -182,9 +182,10 @@ def where_to_look(uri: str, experiment: str, experiment_id: str, parent_run_id: 
         f"experiment: {experiment} (id {experiment_id}), parent run {parent_run_id}",
     ]
     if uri.startswith(("http://", "https://")):
-        lines.append(f"open {uri.rstrip('/')}/#/experiments/{experiment_id}")
+        lines.append(f"open {schema.ui_experiment_link(uri, experiment_id)}")
     else:
-        lines.append(f"mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000")
+        lines.append(f"mlflow ui --backend-store-uri {uri}")
+        lines.append(f"then open {schema.ui_experiment_link('http://127.0.0.1:5000', experiment_id)}")
     return lines
 
 

@@ -55,6 +55,15 @@ CONFIGURATIONS_TABLE = "sweep/configurations.json"  # parent run: label → conf
 # The experiment tag MLflow's UI reads to open an experiment on its runs (model training), not on GenAI traces.
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# MLflow 3.17's UI opens every experiment in its GenAI mode (the traces overview) unless the link or the
+# browser's last choice says otherwise; links the project prints say it.
+UI_TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def ui_experiment_link(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's UI at ``server`` (not its GenAI traces overview)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs{UI_TRAINING_VIEW}"
+
 
 _BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
 

@@ -62,6 +62,7 @@ def test_promotion_picks_by_seed_mean_and_registers_the_median_seed(champion, sw
         and "**Forced** past the promotion gate" in version.description
     )
     assert f"{mlflow_server.uri}/#/experiments/" in version.description and median.run_id in version.description
+    assert "workflowType=machine_learning" in version.description  # the link opens on the runs, not on traces
     assert version.source == f"models:/{run_model_id(client, median.run_id)}"  # the run's adapter as an MLflow Model
 
 
