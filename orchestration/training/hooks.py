@@ -7,7 +7,8 @@ Configured by ``evaluation: {hook: "package.module:function", options: {...}}`` 
 shipped hook (``orchestration.evaluation.benchmarks:training_hook``) gets its options as the validated
 ``BenchmarkOptions``; any other hook gets the mapping as written.
 After training, the final adapter is loaded into a fresh, plain (unsharded) copy of the base model on
-EVERY rank, and the hook is called on every rank as
+EVERY rank (rank 0 reads the checkpoint, the others receive it: one read per run), and the hook is called
+on every rank as
 
     function(model, tokenizer, options, *, rank, world_size, device) -> dict[str, float]
 
@@ -33,8 +34,9 @@ import torch.distributed as dist
 
 from comol import load_adapter
 from orchestration.data.prompts import recorded_template
-from orchestration.models import load_model
+from orchestration.models import empty_model, load_model
 from orchestration.training.config import BenchmarkEvaluation, HookEvaluation
+from orchestration.training.fsdp import fill_from_rank0
 
 
 def resolve_hook(spec: str):
@@ -63,7 +65,7 @@ def run_post_training_hook(
     with tempfile.TemporaryDirectory(prefix="comol-eval-") as local:
         for name, blob in payload[0].items():
             (Path(local) / name).write_bytes(blob)
-        model = load_model(model_spec, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model = evaluation_base(model_spec, torch.bfloat16 if bf16 else torch.float32, device, world_size)
         model, _ = load_adapter(model, local)
         template = recorded_template(local)  # the one it was trained with: every task prompts as training did
     model.to(device).eval()
@@ -73,6 +75,23 @@ def run_post_training_hook(
         options = {**hook.options, "prompt_template": template}
     metrics = function(model, tokenizer, options, rank=rank, world_size=world_size, device=device)
     return {f"eval/{key}": value for key, value in (metrics or {}).items()}
+
+
+def evaluation_base(model_spec: str, dtype: torch.dtype, device: torch.device, world_size: int) -> torch.nn.Module:
+    """Collective with several workers: this rank's whole, unsharded base for evaluation on ``device``.
+
+    Each rank generates on its own share of the problems, so each needs the whole model; but the checkpoint is
+    read once per run: rank 0 loads it, the others build the architecture on the meta device, allocate it on
+    their device and receive the weights from rank 0 (the same broadcast training's load uses)."""
+    if world_size == 1:
+        return load_model(model_spec, dtype=dtype).to(device)
+    if dist.get_rank() == 0:
+        model = load_model(model_spec, dtype=dtype).to(device)
+    else:
+        model = empty_model(model_spec, dtype=dtype).to_empty(device=device)
+        model.tie_weights()  # allocation gives tied weights separate storage; tie them again before the fill
+    fill_from_rank0(model, model if dist.get_rank() == 0 else None)
+    return model
 
 
 def _read_folder(folder: Path | None) -> dict[str, bytes]:

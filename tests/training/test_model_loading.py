@@ -178,3 +178,67 @@ def test_two_ranks_hold_the_same_model_and_train_the_same_losses_as_every_rank_l
             assert result["losses"] == pytest.approx(reference["losses"], abs=1e-6), (rank, name)
     losses = reference["losses"]
     assert losses[-1] < losses[0] - 0.05, losses  # the steps really trained
+
+
+def _evaluation_rank(rank: int, model_dir: str, adapter_dir: str, store: str, out: str) -> None:
+    """One worker of the post-training evaluation: counts its checkpoint reads, returns the model it evaluated."""
+    from orchestration.training import hooks
+
+    torch.set_num_threads(1)
+    poison_uninitialised_memory()
+    reads = []
+    load_model = hooks.load_model
+    hooks.load_model = lambda *args, **kwargs: reads.append(args) or load_model(*args, **kwargs)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        evaluation = hooks.HookEvaluation(hook=f"{__name__}:evaluated_state", options={"out": out})
+        folder = Path(adapter_dir) if rank == 0 else None  # only rank 0 has the adapter, as after training
+        hooks.run_post_training_hook(
+            evaluation, folder, model_dir, None, rank=rank, world_size=2, device=torch.device("cpu"), bf16=False
+        )
+        torch.save({"reads": len(reads)}, Path(out) / f"reads{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def evaluated_state(model, tokenizer, options, *, rank, world_size, device) -> dict[str, float]:
+    """The test's evaluation hook: saves the model it is given (state, buffers, tying, logits) for comparison."""
+    ids = torch.arange(2, 14).unsqueeze(0)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state |= {f"buffer:{name}": b.clone() for name, b in model.named_buffers() if name not in state}
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    torch.save({"state": state, "logits": logits, "tied": tied}, Path(options["out"]) / f"model{rank}.pt")
+    return {"logit_sum": float(logits.sum())}
+
+
+@pytest.mark.slow
+def test_evaluation_reads_the_checkpoint_once_and_every_rank_evaluates_the_same_model(tied_model_dir, tmp_path):
+    """After training every rank evaluates a whole copy of base + adapter; rank 0 alone reads the checkpoint."""
+    from comol import inject_adapter, load_adapter, save_adapter
+    from orchestration.models import load_model
+
+    config = config_for(tied_model_dir)
+    trained = inject_adapter(load_model(str(tied_model_dir)), config.adapter_config())
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.2)  # a trained-looking adapter: B is not zero, so it changes the logits
+    adapter_dir = tmp_path / "adapter"
+    save_adapter(trained, adapter_dir, config.adapter_config())
+    reference, _ = load_adapter(load_model(str(tied_model_dir)), adapter_dir)
+    reference.eval()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = (str(tied_model_dir), str(adapter_dir), str(tmp_path / "store"), str(tmp_path))
+    mp.spawn(_evaluation_rank, args=args, nprocs=2, join=True)
+    assert [torch.load(tmp_path / f"reads{r}.pt")["reads"] for r in (0, 1)] == [1, 0]
+    with torch.no_grad():
+        logits = reference(input_ids=torch.arange(2, 14).unsqueeze(0)).logits
+    state = {k: v.detach() for k, v in reference.state_dict().items()}
+    state |= {f"buffer:{name}": b for name, b in reference.named_buffers() if name not in state}
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"model{rank}.pt", weights_only=True)
+        assert seen["tied"], rank  # SmolLM2 ties its LM head to its embeddings: the copy must too
+        assert differing(state, seen["state"]) == [], rank
+        torch.testing.assert_close(seen["logits"], logits, rtol=0, atol=0)
