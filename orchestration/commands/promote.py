@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if not result.decision.opponents:
         print(f"gate: nothing to compare with ({target} has no version yet, and no LoRA to beat): passes")
-    verdict = "passes" if result.decision.passed else f"refuses: {result.decision.reason()}"
+    losses = " and ".join(result.decision.refused_by())
+    verdict = "passes" if result.decision.passed else f"refuses: not better than {losses}"
     if result.decision.opponents:
         print(f"gate: {verdict}")
     if result.dry_run:

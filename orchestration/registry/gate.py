@@ -42,10 +42,10 @@ class Opponent:
     def line(self) -> str:
         """One sentence for the console and the version description."""
         if self.test.untested:
-            return f"vs {self.role} {self.label} ({format_mean_std(self.mean, self.std)}): {self.test.untested}"
+            return f"vs {self.role}: {self.label} ({format_mean_std(self.mean, self.std)}): {self.test.untested}"
         verdict = "better" if self.better else "not better"
         return (
-            f"vs {self.role} {self.label} ({format_mean_std(self.mean, self.std)}): difference {self.test.diff:+.4f} "
+            f"vs {self.role}: {self.label} ({format_mean_std(self.mean, self.std)}): difference {self.test.diff:+.4f} "
             f"(95% {self.test.interval} CI [{self.test.ci_low:+.4f}, {self.test.ci_high:+.4f}]), p = {self.p:.3g}: "
             f"{verdict} at α = {ALPHA}"
         )
@@ -59,6 +59,10 @@ class Decision:
     @property
     def passed(self) -> bool:
         return all(o.better for o in self.opponents)
+
+    def refused_by(self) -> list[str]:
+        """The roles of the comparisons the challenger did not win."""
+        return [o.role for o in self.opponents if not o.better]
 
     def reason(self) -> str:
         refused = [o.line() for o in self.opponents if not o.better]

@@ -200,7 +200,8 @@ def test_the_gate_refuses_a_challenger_the_reports_test_does_not_find_better(swe
     for extra in (["--dry-run"], []):
         assert main([*argv, *extra]) == 1
         out = capsys.readouterr().out
-        assert "vs LoRA LoRA r=4" in out and f"p = {p_report:.3g}: not better" in out
+        assert "vs LoRA: LoRA r=4" in out and "gate: refuses: not better than LoRA" in out
+        assert f"p = {p_report:.3g}: not better" in out
         assert client.search_registered_models(f"name = '{name}'") == []  # refused or dry: nothing written
     assert main([*argv, "--force", "--dry-run"]) == 0
     assert "would promote CoMoL r=4 N=4" in capsys.readouterr().out
@@ -218,8 +219,8 @@ def test_the_gate_refuses_a_challenger_the_reports_test_does_not_find_better(swe
     assert versus["LoRA"].better and versus["LoRA"].label == "LoRA r=4"
     version = client.get_model_version_by_alias(name, "champion")
     assert version.version == "2" and version.tags[promote_module.TAG_GATE] == "passed"
-    assert "vs champion v1 CoMoL r=4 N=4" in version.description
+    assert "vs champion: v1 CoMoL r=4 N=4" in version.description
 
     assert main(argv) == 1  # sweep A's best (0.62) below the champion (0.71): refused
-    assert "vs champion v2 CoMoL r=8 N=4" in capsys.readouterr().out
+    assert "vs champion: v2 CoMoL r=8 N=4" in capsys.readouterr().out
     assert client.get_model_version_by_alias(name, "champion").version == "2"
