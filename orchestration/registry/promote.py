@@ -1,9 +1,11 @@
 """``comol promote``: register a sweep's best configuration in the MLflow model registry and move an alias.
 
 The best configuration is chosen by its seed mean, never by one lucky seed; what ships is the adapter
-of its median seed, the run most representative of that mean. The version's tags say where it came
-from (sweep, config_id, metric mean and std, base model, method, params), and the alias's former
-holder keeps a ``previous`` alias so a rollback is one alias move.
+of its median seed, the run most representative of that mean. A gate (``gate.py``) lets it replace the
+champion only when the report's own test says it is better; ``force`` overrides and is recorded. The
+version's few tags identify it (sweep, config_id, seed, metric, mean, std, seeds, base model, method; the full
+config stays on the run), its description is a short Markdown summary, and the alias's former holder keeps a
+``previous`` alias so a rollback is one alias move.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pandas as pd
 
 from comol.errors import ConfigError
 from comol.persistence import CONFIG_NAME
+from orchestration.registry.gate import FORCED, PASSED, Decision, decide
+from orchestration.registry.loading import run_model_id
 from orchestration.tracking import schema
 from orchestration.tracking.labels import configuration_labels
 from orchestration.tracking.reader import SweepRecord, TrialRun, load_sweep, logged_metric_name
@@ -27,8 +31,6 @@ PREVIOUS_ALIAS = "previous"
 # Tags on the registered model version.
 TAG_SWEEP = "comol.sweep"
 TAG_CONFIG_ID = "comol.config_id"
-TAG_LABEL = "comol.label"
-TAG_RUN_ID = "comol.run_id"
 TAG_SEED = "comol.seed"
 TAG_METRIC = "comol.metric"
 TAG_MEAN = "comol.metric_mean"
@@ -36,7 +38,7 @@ TAG_STD = "comol.metric_std"
 TAG_SEEDS = "comol.seeds"
 TAG_BASE_MODEL = "comol.base_model"
 TAG_METHOD = "comol.method"
-PARAM_TAG_PREFIX = "param."
+TAG_GATE = "comol.gate"  # passed, or forced (promoted although the gate refused)
 
 
 @dataclass
@@ -57,11 +59,18 @@ class Choice:
 class Promotion:
     choice: Choice
     model_name: str
-    version: str
+    version: str | None  # None when nothing was registered (refused, dry run)
     alias: str
     previous_alias: str | None
     previous_version: str | None  # the former holder of ``alias``
-    created: bool  # False when the alias already held this very run's adapter
+    created: bool  # a version was registered and the alias moved
+    decision: Decision | None = None  # the gate's (None when the alias already held this very run)
+    forced: bool = False  # promoted although the gate refused
+    dry_run: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return self.decision is not None and not self.decision.passed and not self.forced
 
 
 def previous_alias_for(alias: str) -> str:
@@ -129,13 +138,11 @@ def _has_adapter(client, run: TrialRun) -> bool:
     return CONFIG_NAME in names
 
 
-def _version_tags(record: SweepRecord, choice: Choice, metric: str) -> dict[str, str]:
+def _version_tags(record: SweepRecord, choice: Choice, metric: str, forced: bool) -> dict[str, str]:
     run = choice.run
-    tags = {
+    return {
         TAG_SWEEP: record.sweep,
         TAG_CONFIG_ID: choice.config_id,
-        TAG_LABEL: choice.label,
-        TAG_RUN_ID: run.run_id,
         TAG_SEED: str(run.seed),
         TAG_METRIC: metric,
         TAG_MEAN: repr(choice.mean),
@@ -143,10 +150,35 @@ def _version_tags(record: SweepRecord, choice: Choice, metric: str) -> dict[str,
         TAG_SEEDS: str(choice.seeds),
         TAG_BASE_MODEL: run.base_model or "",
         TAG_METHOD: run.method,
+        TAG_GATE: FORCED if forced else PASSED,
     }
-    per_run = {schema.SEED, "seed"}
-    tags.update({PARAM_TAG_PREFIX + k: v for k, v in run.params.items() if k not in per_run})
-    return tags
+
+
+def _links(record: SweepRecord, run_id: str) -> str:
+    """Links to the sweep's experiment and the run in the MLflow UI (an HTTP store), else their ids."""
+    uri = record.tracking_uri.rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        experiment = schema.ui_experiment_link(uri, record.experiment_id)
+        run = f"{uri}/#/experiments/{record.experiment_id}/runs/{run_id}"
+        return f"[sweep {record.sweep}]({experiment}) · [run {run_id}]({run})"
+    return f"sweep {record.sweep} (experiment {record.experiment_id}) · run {run_id}"
+
+
+def describe(record: SweepRecord, choice: Choice, metric: str, decision: Decision, forced: bool) -> str:
+    """The version's Markdown description: what it is, how good, compared with what, where it comes from."""
+    lines = [
+        f"**{choice.label}** (config `{choice.config_id}`): {metric} "
+        f"**{format_mean_std(choice.mean, choice.std)}** (mean ± sample std over {choice.seeds} seeds); "
+        f"adapter of the median seed {choice.run.seed}.",
+        "",
+    ]
+    first = "- no champion to compare with: the first version under this alias"
+    lines += [f"- {o.line()}" for o in decision.opponents] or [first]
+    lines += [f"- {note}" for note in decision.notes]
+    if forced:
+        lines += ["", f"**Forced** past the promotion gate: {decision.reason()}."]
+    lines += ["", _links(record, choice.run.run_id)]
+    return "\n".join(lines)
 
 
 def _alias_holder(client, name: str, alias: str):
@@ -165,10 +197,13 @@ def promote(
     metric: str = schema.METRIC_AVERAGE,
     tracking_uri: str | None = None,
     mode: str = "max",
+    force: bool = False,
+    dry_run: bool = False,
 ) -> Promotion:
-    """Register the best configuration's median-seed adapter as a new version and point ``alias`` at it.
+    """Register the best configuration's median-seed adapter as a new version and point ``alias`` at it, if
+    the gate passes it (or ``force``). ``dry_run``: decide and return, writing nothing.
 
-    All checks (sweep, runs, metric, adapter artifact) run before the registry is touched.
+    All checks (sweep, runs, metric, adapter artifact) and the gate run before the registry is touched.
     """
     from mlflow.exceptions import MlflowException
 
@@ -187,35 +222,38 @@ def promote(
         )
     former = _alias_holder(client, model_name, alias)
     if former is not None and former.run_id == choice.run.run_id:
-        return Promotion(choice, model_name, former.version, alias, None, None, created=False)
+        return Promotion(choice, model_name, former.version, alias, None, None, created=False, dry_run=dry_run)
+    decision = decide(client, record, choice, former, metric, mode)
+    forced = force and not decision.passed
+    outcome = Promotion(choice, model_name, None, alias, None, None, False, decision, forced=forced, dry_run=dry_run)
+    if dry_run or outcome.refused:
+        return outcome
     try:
         client.create_registered_model(
-            model_name, description="CoMoL adapters promoted from comol sweeps (PEFT layout; see version tags)."
+            model_name, description="CoMoL adapters promoted from comol sweeps (MLflow Models; see versions)."
         )
     except MlflowException as err:
         if err.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
             raise
-    source = f"{choice.run.artifact_uri.rstrip('/')}/{schema.ADAPTER_ARTIFACT}"
+    model_id = run_model_id(client, choice.run.run_id)
+    # The adapter's MLflow Model (pyfunc-loadable, servable), or for a run recorded before adapters were MLflow
+    # Models, the plain adapter folder.
+    folder = f"{choice.run.artifact_uri.rstrip('/')}/{schema.ADAPTER_ARTIFACT}"
+    source = f"models:/{model_id}" if model_id else folder
     version = client.create_model_version(
         model_name,
         source=source,
         run_id=choice.run.run_id,
-        tags=_version_tags(record, choice, metric),
-        description=(
-            f"{choice.label} from sweep {sweep}: {metric} {format_mean_std(choice.mean, choice.std)} "
-            f"(mean ± sample std over {choice.seeds} seeds); adapter of the median seed {choice.run.seed}."
-        ),
+        model_id=model_id,
+        tags=_version_tags(record, choice, metric, forced),
+        description=describe(record, choice, metric, decision, forced),
     )
     previous = previous_alias_for(alias)
     if former is not None:
         client.set_registered_model_alias(model_name, previous, former.version)
     client.set_registered_model_alias(model_name, alias, version.version)
-    return Promotion(
-        choice,
-        model_name,
-        str(version.version),
-        alias,
-        previous if former is not None else None,
-        str(former.version) if former is not None else None,
-        created=True,
-    )
+    outcome.version = str(version.version)
+    outcome.previous_alias = previous if former is not None else None
+    outcome.previous_version = str(former.version) if former is not None else None
+    outcome.created = True
+    return outcome

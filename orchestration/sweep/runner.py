@@ -170,6 +170,23 @@ def base_summary_rows(record: _Record, spec: SweepSpec) -> list[dict[str, Any]]:
     ]
 
 
+def summarise(
+    tracker: SweepTracker, spec: SweepSpec, planned: int, done: dict | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Log the sweep's summary on its parent run from MLflow's record (the source of truth): counts, the best seed
+    mean, and per configuration its seed statistics and label (``SweepTracker.log_configurations``). Returns the
+    number of finished trials and the summary rows, best first. ``done``: the finished runs when the caller has
+    them (a resume with nothing to run: the search that planned it is the record, and over hundreds of runs a
+    search costs seconds); else one search of the trial runs for the count, the table and the labels."""
+    done = tracker.finished() if done is None else done
+    rows = _summary_rows(done, spec)
+    tracker.log_summary({"sweep/trials_finished": len(done), "sweep/trials_planned": planned})
+    if rows and not math.isnan(rows[0]["mean"]):
+        tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
+    tracker.log_configurations(rows, done.values(), metric_key(spec.metric))
+    return len(done), rows
+
+
 def results_table(rows: list[dict[str, Any]], metric: str, base: list[dict[str, Any]] = ()) -> Table:
     """The summary: one row per configuration, best first, then the untrained model as the reference row."""
     table = Table(title=f"{metric}: mean ± std over seeds, best first; the untrained model last, as the reference")
@@ -196,9 +213,10 @@ def where_to_look(uri: str, experiment: str, experiment_id: str, parent_run_id: 
         f"experiment: {experiment} (id {experiment_id}), parent run {parent_run_id}",
     ]
     if uri.startswith(("http://", "https://")):
-        lines.append(f"open {uri.rstrip('/')}/#/experiments/{experiment_id}")
+        lines.append(f"open {schema.ui_experiment_link(uri, experiment_id)}")
     else:
-        lines.append(f"mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000")
+        lines.append(f"mlflow ui --backend-store-uri {uri}")
+        lines.append(f"then open {schema.ui_experiment_link('http://127.0.0.1:5000', experiment_id)}")
     return lines
 
 
@@ -446,18 +464,13 @@ def _finish(
 ) -> SweepResult:
     """Summarise from MLflow (the source of truth) and close the parent run."""
     tracker = record.tracker
-    # one search of the trial runs for the count and the table; none when nothing ran (a resume of a finished
-    # sweep): the search that planned it is the record, and over hundreds of runs a search costs seconds
-    done = tracker.finished() if ran or failed or record.to_run else record.done
-    finished = len(done)
-    rows = _summary_rows(done, spec)
+    # none when nothing ran (a resume of a finished sweep): the search that planned it is the record
+    done = None if ran or failed or record.to_run else record.done
+    finished, rows = summarise(tracker, spec, record.planned, done)
     result = SweepResult(
         spec.name, uri, tracker.experiment_id, record.parent_run_id, record.planned, finished, ran, failed, 0.0, rows
     )
     result.base_rows = base_summary_rows(record, spec)
-    tracker.log_summary({"sweep/trials_finished": finished, "sweep/trials_planned": record.planned})
-    if rows and not math.isnan(rows[0]["mean"]):
-        tracker.log_summary({f"sweep/best/{metric_key(spec.metric)}": rows[0]["mean"]})
     tracker.end("FINISHED" if result.complete else "FAILED")
     phase("summary")
     result.phases = phases

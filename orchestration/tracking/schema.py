@@ -2,9 +2,13 @@
 these names instead of spelling strings, so the two sides cannot drift apart.
 
 - One experiment per sweep, named ``experiment_name(sweep)``.
-- One parent run per sweep: tags ROLE=ROLE_SWEEP, SWEEP=<sweep name>.
+- The experiment carries EXPERIMENT_KIND=EXPERIMENT_KIND_TRAINING, so MLflow's UI opens it on its runs.
+- One parent run per sweep: tags ROLE=ROLE_SWEEP, SWEEP=<sweep name>. When the sweep ends it carries, per
+  configuration, ``seed_mean/<label>/<metric>`` and ``seed_std/<label>/<metric>`` of the sweep metric and the
+  CONFIGURATIONS_TABLE (label → config_id); ``comol report`` adds the report under REPORT_DIR.
 - One child run per (configuration, seed): tags ROLE=ROLE_TRIAL, SWEEP, CONFIG_ID (hash of the
-  resolved trial config without the seed), SEED, METHOD, and mlflow.parentRunId. Its identity is
+  resolved trial config without the seed), SEED, METHOD, mlflow.parentRunId and, once the sweep ends,
+  CONFIG_LABEL (labels tell configurations apart only among all of them). Its identity is
   (sweep, config_id, seed), so a retried or resumed trial reopens its run instead of duplicating it.
 - One base run per distinct base-model evaluation (model, evaluation options, prompt template, precision): tags
   ROLE=ROLE_BASE, SWEEP, BASE_KEY (``base_key`` of those settings), BASE_MODEL and mlflow.parentRunId; the
@@ -18,6 +22,8 @@ these names instead of spelling strings, so the two sides cannot drift apart.
   ``params/trainable``, ``cost/adapter_flops_per_token``, ``time/train_s``.
 - Artifacts: ``adapter/`` (PEFT layout), ``config/trial.yaml`` (the resolved config),
   ``generations/<benchmark>.jsonl``.
+- Logged model: the adapter again, as an MLflow Model (pyfunc, ``orchestration.serving``) linked to the run as
+  its output, named ``ADAPTER_MODEL``; registry versions point at it.
 """
 
 from __future__ import annotations
@@ -46,9 +52,26 @@ METRIC_TRAINABLE = "params/trainable"
 METRIC_FLOPS = "cost/adapter_flops_per_token"
 METRIC_TRAIN_TIME = "time/train_s"
 ADAPTER_ARTIFACT = "adapter"
+# The name of the adapter's logged MLflow Model (``runs:/<run>/model`` loads it). Not ``adapter``: MLflow lists a
+# run's logged model of the same name inside that artifact folder, through its default store.
+ADAPTER_MODEL = "model"
 CONFIG_ARTIFACT = "config/trial.yaml"
 GENERATIONS_DIR = "generations"
 REPORT_DIR = "report"  # the report's tables and plots, logged on the sweep's parent run
+CONFIG_LABEL = "config_label"  # tag on trial runs: the configuration's label, so the UI groups its seeds
+CONFIGURATIONS_TABLE = "sweep/configurations.json"  # parent run: label → config_id, seeds, seed mean and std
+# The experiment tag MLflow's UI reads to open an experiment on its runs (model training), not on GenAI traces.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# MLflow 3.17's UI opens every experiment in its GenAI mode (the traces overview) unless the link or the
+# browser's last choice says otherwise; links the project prints say it.
+UI_TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def ui_experiment_link(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's UI at ``server`` (not its GenAI traces overview)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs{UI_TRAINING_VIEW}"
+
 
 _BAD_METRIC_CHARS = re.compile(r"[^\w./\- :]")
 
@@ -62,6 +85,11 @@ def param(*path: str) -> str:
 def metric_key(name: str) -> str:
     """MLflow 3 refuses some characters in metric names ('@' in ``pass@k``): spell them out, stably."""
     return _BAD_METRIC_CHARS.sub(lambda m: "_at_" if m.group() == "@" else "_", name)
+
+
+def seed_stat_metric(stat: str, label: str, metric: str) -> str:
+    """The parent run's per-configuration seed statistic: ``seed_mean/CoMoL r_16 N_8/eval/average``."""
+    return metric_key(f"{stat}/{label}/{metric}")
 
 
 def experiment_name(sweep: str) -> str:

@@ -73,15 +73,20 @@ class SweepTracker:
 
         name = schema.experiment_name(self.sweep)
         experiment = self.client.get_experiment_by_name(name)
+        kind = {schema.EXPERIMENT_KIND: schema.EXPERIMENT_KIND_TRAINING}
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(name, artifact_location=self.artifact_location)
+                self.experiment_id = self.client.create_experiment(
+                    name, artifact_location=self.artifact_location, tags=kind
+                )
             except MlflowException:  # created meanwhile by another driver
                 self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
         else:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
             self.experiment_id = experiment.experiment_id
+            if experiment.tags.get(schema.EXPERIMENT_KIND) is None:  # a sweep recorded before the tag existed
+                self.client.set_experiment_tag(self.experiment_id, schema.EXPERIMENT_KIND, kind[schema.EXPERIMENT_KIND])
         return self.experiment_id
 
     def find_parent(self) -> Run | None:
@@ -192,6 +197,29 @@ class SweepTracker:
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self.client.log_batch(self.parent_run_id, metrics=_metric_entities(_numeric(metrics), step=0))
+
+    def log_configurations(self, rows: Iterable[Mapping[str, Any]], runs: Iterable[Run], metric: str) -> None:
+        """What the UI shows of the configurations: per configuration the seed mean and std of ``metric`` on the
+        parent run (NaN, for a single seed's std, is left out), the label → config_id table there, and each
+        trial run's ``config_label`` tag, so "Group by" in the runs table gathers a configuration's seeds.
+        ``rows``: label, config_id, seeds, mean, std per configuration (the sweep's summary)."""
+        import pandas as pd
+
+        rows = list(rows)
+        stats = {}
+        for row in rows:
+            stats[schema.seed_stat_metric("seed_mean", row["label"], metric)] = row["mean"]
+            stats[schema.seed_stat_metric("seed_std", row["label"], metric)] = row["std"]
+        self.log_summary(stats)
+        if rows:
+            table = pd.DataFrame([{k: r[k] for k in ("label", "config_id", "seeds", "mean", "std")} for r in rows])
+            table["metric"] = metric
+            self.client.log_table(self.parent_run_id, table, schema.CONFIGURATIONS_TABLE)
+        labels = {row["config_id"]: row["label"] for row in rows}
+        for run in runs:
+            label = labels.get(run.data.tags.get(schema.CONFIG_ID, ""))
+            if label and run.data.tags.get(schema.CONFIG_LABEL) != label:
+                self.client.set_tag(run.info.run_id, schema.CONFIG_LABEL, label)
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
@@ -327,8 +355,18 @@ class TrialRecorder:
             path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
             self.client.log_artifact(self.run_id, str(path), str(Path(schema.CONFIG_ARTIFACT).parent))
 
-    def log_adapter(self, directory: str | Path) -> None:
+    def log_adapter(self, directory: str | Path) -> str:
+        """The adapter folder as the run's ``adapter/`` artifact (what evaluation and older readers fetch) and as
+        an MLflow Model linked to the run (what the registry points at and ``mlflow models serve`` runs).
+        Returns the logged model's id."""
+        from orchestration.serving.package import log_adapter_model
+
+        i = self.identity
         self.client.log_artifacts(self.run_id, str(directory), schema.ADAPTER_ARTIFACT)
+        tags = {schema.SWEEP: i.sweep, schema.CONFIG_ID: i.config_id, schema.SEED: str(i.seed), schema.METHOD: i.method}
+        return log_adapter_model(
+            self.client, i.experiment_id, self.run_id, directory, name=schema.ADAPTER_MODEL, tags=tags
+        )
 
     def log_generations(self, files: Iterable[str | Path]) -> None:
         for path in files:

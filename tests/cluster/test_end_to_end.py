@@ -152,7 +152,7 @@ def outcome(stack: Stack) -> Outcome:
     assert report.returncode == 0, report.stdout[-4000:] + report.stderr[-4000:]
     started = time.monotonic()
     promote = subprocess.run(
-        [str(VENV_BIN / "comol"), "promote", name, "--model-name", model_name],
+        [str(VENV_BIN / "comol"), "promote", name, "--model-name", model_name, "--force"],  # a smoke grid: noise
         env=user_env, cwd=work, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     seconds["promote"] = time.monotonic() - started

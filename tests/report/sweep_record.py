@@ -22,6 +22,7 @@ from tiny_models import save_tiny_model
 
 from comol import inject_adapter, make_config, save_adapter
 from orchestration.models import load_model
+from orchestration.sweep.runner import summarise
 from orchestration.sweep.space import TrialPlan, plan, resolve_trial
 from orchestration.sweep.spec import parse_spec
 from orchestration.sweep.trainable import SweepContext, TrialOutcome, record_trial
@@ -48,6 +49,22 @@ def trial_model(base: Path, method: str, adapter: dict, seed: int):
             if param.requires_grad:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
     return model.eval(), config
+
+
+def greedy(model, tokenizer, text: str, max_new_tokens: int) -> str:
+    """Greedy decoding by hand (argmax, stop at EOS): the independent expectation for ``comol generate`` and the
+    served model."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(
+                model(input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)).logits[0, -1].argmax()
+            )
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def hash_config(method: str, adapter: dict) -> int:
@@ -158,6 +175,7 @@ def write_sweep(
                 pass  # as it should: its run ends FAILED
             else:
                 raise AssertionError("the failing trial did not fail")
+        summarise(tracker, spec, len(sweep_plan.trials))  # as the sweep ends: seed statistics, labels
         tracker.end("FINISHED")
     return parent, written
 

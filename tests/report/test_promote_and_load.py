@@ -7,12 +7,12 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from sweep_record import trial_model
+from sweep_record import greedy, trial_model
 
 from comol.errors import ConfigError
 from orchestration.cli import main
 from orchestration.registry import promote as promote_module
-from orchestration.registry.loading import load_registered_adapter
+from orchestration.registry.loading import load_registered_adapter, run_model_id
 from orchestration.registry.promote import promote
 from orchestration.tracking import schema
 from orchestration.tracking.store import client_for
@@ -22,9 +22,9 @@ PROMPTS = ["What is 3 + 4?", "Add 12 and 30.", "Tom has 5 apples and eats 2. How
 
 @pytest.fixture(scope="module")
 def champion(sweep_a, mlflow_server):
-    """Sweep A promoted into a fresh registered model."""
+    """Sweep A promoted into a fresh registered model (forced: its best is not significantly better than LoRA)."""
     name = f"comol-test-{uuid.uuid4().hex[:8]}"
-    return promote(sweep_a.name, name, tracking_uri=mlflow_server.uri)
+    return promote(sweep_a.name, name, tracking_uri=mlflow_server.uri, force=True)
 
 
 def test_promotion_picks_by_seed_mean_and_registers_the_median_seed(champion, sweep_a, mlflow_server):
@@ -54,16 +54,23 @@ def test_promotion_picks_by_seed_mean_and_registers_the_median_seed(champion, sw
     assert tags[promote_module.TAG_METRIC] == schema.METRIC_AVERAGE
     assert tags[promote_module.TAG_BASE_MODEL] == str(sweep_a.base)
     assert tags[promote_module.TAG_METHOD] == "comol"
-    assert tags["param.adapter.r"] == "4" and tags["param.adapter.num_experts"] == "4"
-    assert tags[promote_module.TAG_SEED] == "2"
-    assert version.source.endswith(f"{median.run_id}/artifacts/{schema.ADAPTER_ARTIFACT}")
+    assert tags[promote_module.TAG_SEED] == "2" and tags[promote_module.TAG_SEEDS] == "3"
+    assert tags[promote_module.TAG_GATE] == "forced"
+    assert not [k for k in tags if k.startswith("param.")] and len(tags) <= 12  # the config stays on the run
+    assert (
+        version.description.startswith("**CoMoL r=4 N=4**")
+        and "**Forced** past the promotion gate" in version.description
+    )
+    assert f"{mlflow_server.uri}/#/experiments/" in version.description and median.run_id in version.description
+    assert "workflowType=machine_learning" in version.description  # the link opens on the runs, not on traces
+    assert version.source == f"models:/{run_model_id(client, median.run_id)}"  # the run's adapter as an MLflow Model
 
 
 def test_alias_moves_and_the_former_champion_keeps_previous(sweep_a, sweep_b, mlflow_server, capsys):
     name = f"comol-test-{uuid.uuid4().hex[:8]}"
     client = client_for(mlflow_server.uri)
     uri = mlflow_server.uri
-    assert main(["promote", sweep_a.name, "--model-name", name, "--tracking-uri", uri]) == 0
+    assert main(["promote", sweep_a.name, "--model-name", name, "--force", "--tracking-uri", uri]) == 0
     first = client.get_model_version_by_alias(name, "champion")
     assert main(["promote", sweep_b.name, "--model-name", name, "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
@@ -81,7 +88,7 @@ def test_alias_moves_and_the_former_champion_keeps_previous(sweep_a, sweep_b, ml
     assert client.get_model_version_by_alias(name, "previous").version == "1"
 
     # A custom alias gets its own previous alias.
-    result = promote(sweep_a.name, name, alias="staging", tracking_uri=uri)
+    result = promote(sweep_a.name, name, alias="staging", tracking_uri=uri, force=True)
     assert result.created and result.previous_version is None
     assert client.get_model_version_by_alias(name, "staging").version == "3"
 
@@ -113,21 +120,6 @@ def test_loaded_champion_reproduces_the_trial(champion, sweep_a, mlflow_server):
             got = model(**ids).logits
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
             assert not torch.allclose(got, other(**ids).logits)
-
-
-def greedy(model, tokenizer, text: str, max_new_tokens: int) -> str:
-    """Greedy decoding by hand (argmax, stop at EOS): the independent expectation for ``comol generate``."""
-    ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    new: list[int] = []
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            token = int(
-                model(input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)).logits[0, -1].argmax()
-            )
-            if token == tokenizer.eos_token_id:
-                break
-            new.append(token)
-    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_generate_prints_the_completion(champion, sweep_a, mlflow_server, capsys):
@@ -186,3 +178,49 @@ def test_generate_prompts_with_the_template_the_adapter_was_trained_with(tiny_ba
     argv = ["generate", "--model", uri, "--prompt", PROMPTS[2], "--max-new-tokens", "12"]
     assert main([*argv, "--tracking-uri", mlflow_server.uri]) == 0
     assert capsys.readouterr().out == short + "\n"
+
+
+def test_the_gate_refuses_a_challenger_the_reports_test_does_not_find_better(sweep_a, sweep_b, mlflow_server, capsys):
+    """Sweep A's best (CoMoL r=4 N=4, 0.62) is not significantly better than its LoRA r=4 (0.50, 0.52, 0.71):
+    refused, and ``--dry-run`` writes nothing either way; ``--force`` promotes and says so. Sweep B's best then
+    beats that champion and its LoRA: it passes. Sweep A's best, below the new champion, is refused again."""
+    from scipy import stats
+
+    from orchestration.report.build import build_report
+    from orchestration.tracking.reader import load_sweep
+
+    name = f"comol-test-{uuid.uuid4().hex[:8]}"
+    uri = mlflow_server.uri
+    client = client_for(uri)
+    argv = ["promote", sweep_a.name, "--model-name", name, "--tracking-uri", uri]
+
+    report = build_report(load_sweep(client, sweep_a.name))  # the p the report itself prints for this pair
+    p_report = report.significance.at[report.best, "vs reference p_holm"]
+    assert report.table.at[report.reference, "label"] == "LoRA r=4" and p_report > 0.05
+    for extra in (["--dry-run"], []):
+        assert main([*argv, *extra]) == 1
+        out = capsys.readouterr().out
+        assert "vs LoRA: LoRA r=4" in out and "gate: refuses: not better than LoRA" in out
+        assert f"p = {p_report:.3g}: not better" in out
+        assert client.search_registered_models(f"name = '{name}'") == []  # refused or dry: nothing written
+    assert main([*argv, "--force", "--dry-run"]) == 0
+    assert "would promote CoMoL r=4 N=4" in capsys.readouterr().out
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert main([*argv, "--force"]) == 0
+    assert "forced past the gate" in capsys.readouterr().out
+    assert client.get_model_version_by_alias(name, "champion").tags[promote_module.TAG_GATE] == "forced"
+
+    challenger = promote(sweep_b.name, name, tracking_uri=uri)
+    assert challenger.created and not challenger.forced and challenger.decision.passed
+    champion_values = [0.64, 0.60, 0.62]  # sweep A's CoMoL r=4 N=4 seeds
+    expected = stats.ttest_ind([0.70, 0.72], champion_values, equal_var=False).pvalue
+    versus = {o.role: o for o in challenger.decision.opponents}
+    assert versus["champion"].p == pytest.approx(expected) and versus["champion"].better
+    assert versus["LoRA"].better and versus["LoRA"].label == "LoRA r=4"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.version == "2" and version.tags[promote_module.TAG_GATE] == "passed"
+    assert "vs champion: v1 CoMoL r=4 N=4" in version.description
+
+    assert main(argv) == 1  # sweep A's best (0.62) below the champion (0.71): refused
+    assert "vs champion: v2 CoMoL r=8 N=4" in capsys.readouterr().out
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
