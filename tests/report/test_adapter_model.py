@@ -150,7 +150,9 @@ def test_mlflow_models_serve_answers_invocations(served_champion, mlflow_server,
     log_path = tmp_path / "serve.log"
     command = [mlflow_bin, "models", "serve", "-m", f"models:/{promotion.model_name}@champion"]
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH even when the venv is not activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri, "PATH": path}
     with open(log_path, "wb") as log:
         process = Popen(command, stdout=log, stderr=STDOUT, env=env, start_new_session=True, cwd=tmp_path)
     try:
