@@ -190,9 +190,9 @@ def summarise(
 def results_table(rows: list[dict[str, Any]], metric: str, base: list[dict[str, Any]] = ()) -> Table:
     """The summary: one row per configuration, best first, then the untrained model as the reference row."""
     table = Table(title=f"{metric}: mean ± std over seeds, best first; the untrained model last, as the reference")
-    table.add_column("configuration")
+    table.add_column("configuration", no_wrap=True)  # a label is read whole: let rich shrink another column
     table.add_column("seeds", justify="right")
-    table.add_column(metric, justify="right")
+    table.add_column(metric, justify="right", no_wrap=True)
     table.add_column("trainable", justify="right")
     table.add_column("config_id")
     for r in rows:
