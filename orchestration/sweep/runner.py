@@ -161,6 +161,8 @@ def base_summary_rows(record: _Record, spec: SweepSpec) -> list[dict[str, Any]]:
     """The untrained model's row(s): its score on the sweep's metric (when it has one), labelled by what it is."""
     from orchestration.tracking.reader import base_runs
 
+    if not record.has_base:
+        return []
     metric = metric_key(spec.metric)
     runs = base_runs(record.tracker.client, record.tracker.experiment_id, spec.name)
     names = base_labels([run.params for run in runs])
@@ -233,6 +235,7 @@ class _Record:
     done: dict[tuple[str, int], Any]  # the finished runs found (SweepTracker.finished): still the record if none ran
     optuna: Any = None  # OptunaState
     base_todo: list[Any] = field(default_factory=list)  # base_row.BasePlan: untrained evaluations still to record
+    has_base: bool = False  # the sweep plans a base row at all (else there is no base run to look for)
 
 
 # What a resumed sweep may change without it becoming another sweep: which seeds run, how many trials at once, and
@@ -264,14 +267,15 @@ def _open_record(
 
     tracker = SweepTracker(uri, spec.name, artifacts)
     tracker.ensure_experiment()
-    if tracker.find_parent() is not None and not resume:
+    parent = tracker.find_parent()  # once: the resume check, the recorded spec and the parent itself use it
+    if parent is not None and not resume:
         raise ConfigError(
             "--resume",
             f"sweep {spec.name!r} already has a record in {uri}; pass --resume to continue it "
             "(finished trials are not re-run), or give the sweep another name",
         )
     current = spec.model_dump(mode="json")
-    recorded = tracker.recorded_spec() if resume else None
+    recorded = tracker.recorded_spec(parent) if resume and parent is not None else None
     changes = spec_changes(recorded, current) if recorded is not None else []
     if changes and not allow_spec_change:  # checked before the record is touched
         raise ConfigError(
@@ -280,12 +284,13 @@ def _open_record(
             f"{', '.join(changes)}; resuming would mix two sweeps in one record. Restore those fields, give the "
             "sweep another name, or pass --allow-spec-change to record this spec as a new revision",
         )
-    parent_run_id = tracker.ensure_parent(current, spec.search.kind)
+    parent_run_id = tracker.ensure_parent(current, spec.search.kind, found=parent)
     if changes:
         tracker.record_spec_revision(current, changes)
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     done = tracker.finished()
-    base_todo = missing(base_plans(sweep_plan, str(paths.train_dir)), tracker)
+    plans = base_plans(sweep_plan, str(paths.train_dir))
+    base_todo = missing(plans, tracker)
     if spec.search.kind == "grid":
         remaining = [t for t in sweep_plan.trials if (t.config_id, t.seed) not in done]
         planned = len(sweep_plan.trials)
@@ -298,11 +303,12 @@ def _open_record(
             len(remaining),
             done,
             base_todo=base_todo,
+            has_base=bool(plans),
         )
     state = optuna_searcher(spec, paths.sweep_dir)
     planned = spec.search.optuna.num_samples * len(spec.seeds)
     to_run = state.remaining * len(spec.seeds)
-    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, done, state, base_todo)
+    return _Record(tracker, parent_run_id, planned, planned - to_run, [], to_run, done, state, base_todo, bool(plans))
 
 
 def _tuner(sweep_plan: SweepPlan, record: _Record, context: Any, progress: Any, paths: SweepPaths) -> Any:

@@ -93,11 +93,12 @@ class SweepTracker:
         runs = search_all(self.client, self.experiment_id, runs_filter(schema.ROLE_SWEEP, self.sweep))
         return min(runs, key=lambda r: r.info.start_time or 0) if runs else None
 
-    def ensure_parent(self, spec: Mapping[str, Any], kind: str) -> str:
-        """The sweep's parent run (reopened if it exists), with the spec as params and as an artifact."""
+    def ensure_parent(self, spec: Mapping[str, Any], kind: str, found: Run | None) -> str:
+        """The sweep's parent run: ``found`` (what :meth:`find_parent` just returned, reopened) or, when that is
+        None, a new one with the spec as params and as an artifact. The caller looks it up once for every use."""
         if not self.experiment_id:
             self.ensure_experiment()
-        parent = self.find_parent()
+        parent = found
         if parent is None:
             tags = {schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP: self.sweep, SWEEP_KIND: kind}
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"sweep-{self.sweep}")
@@ -116,13 +117,10 @@ class SweepTracker:
             path.write_text(text)
             self.client.log_artifact(self.parent_run_id, str(path), str(Path(artifact).parent))
 
-    def recorded_spec(self) -> dict[str, Any] | None:
-        """The spec the sweep's parent run holds (its latest revision); None without a parent or its artifact."""
+    def recorded_spec(self, parent: Run) -> dict[str, Any] | None:
+        """The spec the sweep's ``parent`` run holds (its latest revision); None without the artifact."""
         from mlflow.exceptions import MlflowException
 
-        parent = self.find_parent()
-        if parent is None:
-            return None
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             try:
                 local = self.client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT, tmp)
@@ -135,7 +133,7 @@ class SweepTracker:
         parent = self.client.get_run(self.parent_run_id)
         revision = int(parent.data.tags.get(SPEC_REVISION, "0")) + 1
         if revision == 1:
-            self._log_text(f"{SPEC_REVISIONS}/spec-0.yaml", spec_yaml(self.recorded_spec() or {}))
+            self._log_text(f"{SPEC_REVISIONS}/spec-0.yaml", spec_yaml(self.recorded_spec(parent) or {}))
         self._log_text(f"{SPEC_REVISIONS}/spec-{revision}.yaml", spec_yaml(spec))
         self._log_text(SPEC_ARTIFACT, spec_yaml(spec))
         self.client.set_tag(self.parent_run_id, SPEC_REVISION, str(revision))

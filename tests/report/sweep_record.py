@@ -147,7 +147,7 @@ def write_sweep(
         sweep_plan = plan(spec, f"{tmp}/train")
         tracker = SweepTracker(uri, sweep)
         tracker.ensure_experiment()
-        parent = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind)
+        parent = tracker.ensure_parent(spec.model_dump(mode="json"), spec.search.kind, tracker.find_parent())
         context = SweepContext(spec, uri, tracker.experiment_id, parent, tmp, f"{tmp}/train", {})
         seeds = len(spec.seeds)  # the plan lists each variant's seeds in turn
         jobs = [

@@ -88,7 +88,7 @@ def test_base_row_is_reused_by_a_later_sweep_with_the_same_settings(mlflow_serve
     for name in (first, second):
         tracker = SweepTracker(mlflow_server.uri, name)
         tracker.ensure_experiment()
-        tracker.ensure_parent({"name": name}, "grid")
+        tracker.ensure_parent({"name": name}, "grid", tracker.find_parent())
         trackers.append(tracker)
     (plan_1,) = plans_of(spec_dict(first, model), tmp_path)
     source = trackers[0].record_base(plan_1.key, model, plan_1.settings, BASE_METRICS)
@@ -109,7 +109,7 @@ def sweep_with_base(mlflow_server, tiny_base):
     write_sweep(mlflow_server.uri, name, tiny_base, SWEEP_B_TRIALS, extra_unfinished=False)
     tracker = SweepTracker(mlflow_server.uri, name)
     tracker.ensure_experiment()
-    tracker.ensure_parent({"name": name}, "grid")
+    tracker.ensure_parent({"name": name}, "grid", tracker.find_parent())
     tracker.record_base("k1", str(tiny_base), {"prompt_template": "alpaca"}, BASE_METRICS)
     return name
 

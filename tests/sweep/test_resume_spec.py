@@ -25,7 +25,7 @@ def _recorded(tmp_path: Path, uri: str, tiny_model_dir: Path) -> tuple[dict, Pat
     loaded, _paths, _plan = prepare(path, str(tmp_path / "out"))
     tracker = SweepTracker(uri, loaded.name)
     tracker.ensure_experiment()
-    tracker.ensure_parent(loaded.model_dump(mode="json"), "grid")
+    tracker.ensure_parent(loaded.model_dump(mode="json"), "grid", tracker.find_parent())
     tracker.end()
     return spec, path, tracker.parent_run_id
 
